@@ -1,0 +1,121 @@
+"""The converted movie format that every stage after `download` reads.
+
+A movie is a folder ``<root>/<imdb_id>/`` of plain ``.npy`` arrays, loadable with
+``allow_pickle=False`` and memory-mappable, so no later stage ever unpickles:
+
+- ``place.npy`` float32 [N, 2048], ``cast.npy`` / ``action.npy`` / ``audio.npy`` float32 [N, 512]
+- ``boundary.npy`` bool [N-1]: ground truth, entry i = a scene ends after shot i (optional)
+- ``shot_end_frame.npy`` int64 [N]: last frame of each shot (optional)
+- ``baseline.npy`` float32 [N-1]: the dataset's shipped prediction (optional)
+
+``<root>/index.json`` lists the movies in order with their shot counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MODALITIES: tuple[str, ...] = ("place", "cast", "action", "audio")
+FEATURE_DIMS: dict[str, int] = {"place": 2048, "cast": 512, "action": 512, "audio": 512}
+# Keys of the MovieScenes pickles.
+GT_KEY = "scene_transition_boundary_ground_truth"
+PRED_KEY = "scene_transition_boundary_prediction"
+END_FRAME_KEY = "shot_end_frame"
+INDEX_FILE = "index.json"
+
+
+@dataclass(frozen=True)
+class Movie:
+    """One movie: per-shot features and per-transition labels, as numpy arrays."""
+
+    imdb_id: str
+    features: dict[str, np.ndarray]  # modality -> [N, D] float32
+    boundary: np.ndarray | None = None  # [N-1] bool
+    shot_end_frame: np.ndarray | None = None  # [N] int64
+    baseline: np.ndarray | None = None  # [N-1] float32
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_shots(self) -> int:
+        return int(next(iter(self.features.values())).shape[0])
+
+
+def save_movie(movie: Movie, root: Path) -> Path:
+    """Write ``movie`` under ``root/<imdb_id>/`` atomically (temp folder, then rename)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / movie.imdb_id
+    tmp = Path(tempfile.mkdtemp(prefix=f".{movie.imdb_id}.", dir=root))
+    try:
+        for name, arr in movie.features.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
+        if movie.boundary is not None:
+            np.save(tmp / "boundary.npy", np.asarray(movie.boundary, dtype=bool))
+        if movie.shot_end_frame is not None:
+            np.save(tmp / "shot_end_frame.npy", np.asarray(movie.shot_end_frame, dtype=np.int64))
+        if movie.baseline is not None:
+            np.save(tmp / "baseline.npy", np.asarray(movie.baseline, dtype=np.float32))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_movie(path: Path, mmap: bool = True) -> Movie:
+    """Read one converted movie folder (never unpickles; memory-maps by default)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: expected a converted movie folder, found nothing there")
+    mode = "r" if mmap else None
+
+    def read(name: str) -> np.ndarray | None:
+        f = path / f"{name}.npy"
+        return np.load(f, mmap_mode=mode, allow_pickle=False) if f.exists() else None
+
+    features = {m: a for m in MODALITIES if (a := read(m)) is not None}
+    if not features:
+        raise ValueError(f"{path}: expected at least one of {', '.join(f'{m}.npy' for m in MODALITIES)}, found none")
+    return Movie(
+        imdb_id=path.name,
+        features=features,
+        boundary=read("boundary"),
+        shot_end_frame=read("shot_end_frame"),
+        baseline=read("baseline"),
+    )
+
+
+def write_index(root: Path, movies: list[Movie], info: dict | None = None) -> None:
+    """Write ``index.json``: the movie order and shot counts, plus free-form source info."""
+    doc = {
+        "movies": [{"imdb_id": m.imdb_id, "n_shots": m.n_shots} for m in movies],
+        **(info or {}),
+    }
+    tmp = Path(root) / f".{INDEX_FILE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, Path(root) / INDEX_FILE)
+
+
+def read_index(root: Path) -> dict:
+    """Read ``index.json`` of a converted data folder."""
+    f = Path(root) / INDEX_FILE
+    if not f.exists():
+        raise ValueError(f"{f}: expected the index of converted movies (run the download stage), found nothing")
+    return json.loads(f.read_text())
+
+
+def load_movies(root: Path, ids: list[str] | None = None, mmap: bool = True) -> list[Movie]:
+    """Load the movies of a converted folder in index order (or the given ``ids``, in that order)."""
+    root = Path(root)
+    if ids is None:
+        ids = [m["imdb_id"] for m in read_index(root)["movies"]]
+    return [load_movie(root / i, mmap=mmap) for i in ids]
