@@ -1,0 +1,30 @@
+"""The `sceneseg` command: `sceneseg score ...`, `sceneseg predict ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sceneseg import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the sub-command and run it; bad input ends with one clear line and exit code 1."""
+    from sceneseg import predict, score  # sub-commands register their own options
+
+    ap = argparse.ArgumentParser(prog="sceneseg", description="Movie scene segmentation on MovieScenes (LGSS).")
+    ap.add_argument("--version", action="version", version=f"sceneseg {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    score.add_parser(sub)
+    predict.add_parser(sub)
+    args = ap.parse_args(argv)
+    runners = {"score": score.run, "predict": predict.run}
+    try:
+        return int(runners[args.command](args) or 0)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""params.yaml parsed once into typed, frozen dataclasses, one per stage section.
+
+An unknown key, a missing key or a value of the wrong type is a ``ValueError``
+naming the key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sceneseg.movies import MODALITIES
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    n_movies: int
+    min_shots: int
+    max_shots: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    path: str
+    gdrive_id: str
+    url: str
+    cache_dir: str
+    timeout_s: float
+    retries: int
+    synthetic: SyntheticParams
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    test_fraction: float
+    test_movies: str
+    val_fraction: float
+    val_by: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class FeaturizeParams:
+    shot_num: int
+    seq_len: int
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    modalities: list[str]
+    fusion_weights: dict[str, float]
+    sim_channel: int
+    lstm_hidden: int
+    fc_hidden: int
+    lr: float
+    weight_decay: float
+    lr_decay_epochs: list[int]
+    lr_decay_gamma: float
+    class_weights: list[float]
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    threshold_metric: str
+    device: str
+    num_threads: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    fps: float
+    recall_window_s: float
+    chance_seed: int
+    timeline_movies: int
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    split: SplitParams
+    featurize: FeaturizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+def _check_type(key: str, value, tp):
+    """Return ``value`` converted to ``tp`` or raise a ValueError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"params key '{key}': expected a list, found {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"params key '{key}': expected a mapping, found {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _check_type(f"{key}.{k}", v, vt) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"params key '{key}': expected a number, found {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"params key '{key}': expected an integer, found {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"params key '{key}': expected a string, found {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {tp} for '{key}'")  # internal: a schema bug
+
+
+def _build(cls, raw, prefix: str):
+    if not isinstance(raw, dict):
+        raise ValueError(f"params key '{prefix}': expected a mapping, found {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ValueError(f"unknown params key '{where}': expected one of {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        where = f"{prefix}.{name}" if prefix else name
+        if name not in raw:
+            raise ValueError(f"params key '{where}' is missing")
+        kwargs[name] = _check_type(where, raw[name], hints[name])
+    return cls(**kwargs)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"params key '{key}': expected one of {', '.join(allowed)}, found {value!r}")
+
+
+def _in_range(key: str, value: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+    bad = value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi)
+    if bad:
+        lb, hb = ("(" if lo_open else "["), (")" if hi_open else "]")
+        raise ValueError(f"params key '{key}': expected a value in {lb}{lo}, {hi}{hb}, found {value!r}")
+
+
+def validate(p: Params) -> Params:
+    """Range and choice checks that types alone cannot express."""
+    _choice("data.source", p.data.source, ("synthetic", "moviescenes", "local"))
+    s = p.data.synthetic
+    _in_range("data.synthetic.n_movies", s.n_movies, 2, 10_000)
+    _in_range("data.synthetic.min_shots", s.min_shots, 2, 100_000)
+    _in_range("data.synthetic.max_shots", s.max_shots, s.min_shots, 100_000)
+    _in_range("data.timeout_s", p.data.timeout_s, 0, 3600, lo_open=True)
+    _in_range("data.retries", p.data.retries, 0, 100)
+    _in_range("split.test_fraction", p.split.test_fraction, 0, 1, lo_open=True, hi_open=True)
+    _choice("split.test_movies", p.split.test_movies, ("last", "random"))
+    _in_range("split.val_fraction", p.split.val_fraction, 0, 1, lo_open=True, hi_open=True)
+    _choice("split.val_by", p.split.val_by, ("window", "movie"))
+    if p.featurize.shot_num < 2 or p.featurize.shot_num % 2:
+        raise ValueError(f"params key 'featurize.shot_num': expected an even number >= 2, found {p.featurize.shot_num}")
+    _in_range("featurize.seq_len", p.featurize.seq_len, 1, 10_000)
+    t = p.train
+    if not t.modalities or len(set(t.modalities)) != len(t.modalities):
+        raise ValueError(f"params key 'train.modalities': expected distinct names from {MODALITIES}, found {t.modalities}")
+    for m in t.modalities:
+        _choice("train.modalities", m, MODALITIES)
+    if set(t.fusion_weights) != set(t.modalities):
+        raise ValueError(
+            f"params key 'train.fusion_weights': expected one weight per modality {t.modalities}, "
+            f"found weights for {sorted(t.fusion_weights)}"
+        )
+    for key in ("sim_channel", "lstm_hidden", "fc_hidden", "epochs", "batch_size", "eval_batch_size"):
+        _in_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
+    _in_range("train.lr", t.lr, 0, 10, lo_open=True)
+    _in_range("train.weight_decay", t.weight_decay, 0, 1)
+    _in_range("train.lr_decay_gamma", t.lr_decay_gamma, 0, 1, lo_open=True)
+    if len(t.class_weights) != 2 or min(t.class_weights) <= 0:
+        raise ValueError(f"params key 'train.class_weights': expected two positive weights, found {t.class_weights}")
+    _choice("train.threshold_metric", t.threshold_metric, ("f1", "miou", "fixed"))
+    if t.threshold_metric == "miou" and p.split.val_by != "movie":
+        raise ValueError("params key 'train.threshold_metric': 'miou' needs whole validation movies (split.val_by: movie), "
+                         f"found split.val_by: {p.split.val_by!r}")
+    _choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))
+    _in_range("train.num_threads", t.num_threads, 0, 1024)
+    _in_range("evaluate.fps", p.evaluate.fps, 0, 1000, lo_open=True)
+    _in_range("evaluate.recall_window_s", p.evaluate.recall_window_s, 0, 3600)
+    _in_range("evaluate.timeline_movies", p.evaluate.timeline_movies, 0, 10_000)
+    return p
+
+
+def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+    """Build and validate :class:`Params` from a loaded params mapping."""
+    try:
+        return validate(_build(Params, raw, ""))
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: expected the pipeline parameters file, found nothing")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    return parse_params(raw, str(path))
+
+
+def to_dict(obj) -> dict:
+    """A params object as plain builtins (for checkpoints and logs)."""
+    return dataclasses.asdict(obj)
+
+

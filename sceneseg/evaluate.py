@@ -1,0 +1,65 @@
+"""Scoring the model on the test movies next to the shipped predictions and a chance baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+from sceneseg import metrics, plots
+from sceneseg.movies import Movie
+
+SCALARS = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@3s")
+AT_THRESHOLD = ("Miou", "Precision", "Recall", "F1", "Recall@3s")
+
+
+def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], threshold: float, fps: float,
+                  window_s: float, chance_seed: int) -> tuple[dict, dict, dict[str, dict[str, np.ndarray]]]:
+    """Eluvio metrics of the model (at 0.5 and at the validation threshold), the shipped
+    predictions and a chance-level predictor, all on the same movies with the same code.
+
+    Returns (summary metrics, per-movie metrics, probabilities per system).
+    """
+    gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
+    ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in movies}
+    systems = {"model": model_prob}
+    if all(m.baseline is not None for m in movies):
+        systems["shipped"] = {m.imdb_id: np.asarray(m.baseline, dtype=np.float64) for m in movies}
+    systems["chance"] = metrics.chance_predictions(gt, chance_seed)
+    summary, per_movie = {}, {}
+    for name, prob in systems.items():
+        res = metrics.evaluate(gt, prob, ends, threshold=0.5, fps=fps, window_s=window_s)
+        summary[name] = {k: float(res[k]) for k in SCALARS}
+        per_movie[name] = {"AP": res["AP_dict"], "Miou": res["Miou_dict"]}
+    tuned = metrics.evaluate(gt, model_prob, ends, threshold=threshold, fps=fps, window_s=window_s)
+    summary["model_tuned"] = {"threshold": float(threshold), **{k: float(tuned[k]) for k in AT_THRESHOLD}}
+    per_movie["model_tuned"] = {"Miou": tuned["Miou_dict"]}
+    return summary, per_movie, systems
+
+
+def pr_points(gt: dict[str, np.ndarray], prob: dict[str, np.ndarray], max_points: int = 400) -> list[dict]:
+    """Pooled precision-recall curve, thinned to at most ``max_points`` rows for DVC plots."""
+    ids = list(gt)
+    precision, recall, _ = precision_recall_curve(np.concatenate([gt[i] for i in ids]),
+                                                  np.concatenate([prob[i] for i in ids]))
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(max_points, len(recall))).round().astype(int))
+    return [{"recall": float(recall[i]), "precision": float(precision[i])} for i in keep]
+
+
+def draw(movies: list[Movie], systems: dict, per_movie: dict, threshold: float, out: Path, n_timelines: int) -> None:
+    """PNG pictures: PR curves, per-movie AP and Miou bars, timelines of the first test movies."""
+    out.mkdir(parents=True, exist_ok=True)
+    gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
+    curves = {}
+    for name in ("model", "shipped"):
+        if name in systems:
+            pts = pr_points(gt, systems[name], max_points=2000)
+            curves[name] = (np.array([p["recall"] for p in pts]), np.array([p["precision"] for p in pts]))
+    plots.plot_pr_curves(curves, out / "pr_curve.png")
+    for metric in ("AP", "Miou"):
+        plots.plot_per_movie({name: pm[metric] for name, pm in per_movie.items() if name != "model_tuned"},
+                             metric, out / f"per_movie_{metric.lower()}.png")
+    for m in movies[:n_timelines]:
+        plots.plot_timeline(m.imdb_id, gt[m.imdb_id], systems["model"][m.imdb_id], threshold,
+                            out / f"timeline_{m.imdb_id}.png", shot_end_frame=np.asarray(m.shot_end_frame))

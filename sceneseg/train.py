@@ -1,0 +1,128 @@
+"""Training loop for LGSS: the published recipe, seeded, on whatever device is present.
+
+Adam with weight decay, step decay of the learning rate, class-weighted cross-entropy
+over the transitions each window answers for. Logs train and val loss every epoch;
+the test loss is computed once after the last epoch (the seed's protocol).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sceneseg.inference import ShotBank, autocast_for
+from sceneseg.model import LGSS, ModelConfig
+from sceneseg.windows import Windows
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation hyperparameters (the ``train`` section, minus the model shape)."""
+
+    lr: float = 1e-2
+    weight_decay: float = 5e-4
+    lr_decay_epochs: tuple[int, ...] = (15,)
+    lr_decay_gamma: float = 0.1
+    class_weights: tuple[float, float] = (0.5, 5.0)
+    epochs: int = 30
+    batch_size: int = 8
+    eval_batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class History:
+    """Per-epoch losses and the final test loss."""
+
+    train_loss: list[float]
+    val_loss: list[float]
+    test_loss: float | None = None
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def owned_logits(model: LGSS, bank: ShotBank, w: Windows, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [K, 2] and labels [K] of the K transitions the windows at ``rows`` answer for."""
+    feats, labels, own = bank.batch(w, rows)
+    if labels is None:
+        raise ValueError("training needs ground-truth boundaries, but the movies carry none")
+    with autocast_for(bank.device):
+        logits = model(feats)  # [B, S, 2]
+    return logits[own].float(), labels[own]
+
+
+def window_loss(model: LGSS, bank: ShotBank, w: Windows, rows: np.ndarray, weight: torch.Tensor) -> torch.Tensor:
+    """Class-weighted cross-entropy over the transitions the windows at ``rows`` answer for."""
+    return F.cross_entropy(*owned_logits(model, bank, w, rows), weight=weight)
+
+
+@torch.no_grad()
+def mean_loss(model: LGSS, bank: ShotBank, w: Windows, batch_size: int, weight: torch.Tensor) -> float:
+    """Class-weighted cross-entropy over all owned transitions of ``w`` (independent of batch size)."""
+    was_training = model.training
+    model.eval()
+    total, norm = 0.0, 0.0
+    for lo in range(0, len(w), batch_size):
+        logits, y = owned_logits(model, bank, w, np.arange(lo, min(lo + batch_size, len(w))))
+        total += F.cross_entropy(logits, y, weight=weight, reduction="sum").item()
+        norm += weight[y].sum().item()
+    model.train(was_training)
+    return total / norm
+
+
+def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows], val: tuple[ShotBank, Windows],
+        test: tuple[ShotBank, Windows] | None, device: torch.device,
+        on_epoch: Callable[[int, float, float], None] | None = None, progress: bool = True) -> tuple[LGSS, History]:
+    """Train LGSS on ``train`` windows, report ``val`` loss each epoch, ``test`` loss once at the end."""
+    for bank, w in (train, val) + ((test,) if test else ()):
+        bank.check_windows(w)
+    if len(train[1]) == 0:
+        raise ValueError("training: expected at least one train window, found none")
+    seed_everything(recipe.seed)
+    model = LGSS(model_cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(recipe.lr_decay_epochs), gamma=recipe.lr_decay_gamma)
+    weight = torch.tensor(recipe.class_weights, dtype=torch.float32, device=device)
+    rng = np.random.default_rng(recipe.seed)
+    hist = History([], [])
+    t0 = time.perf_counter()
+    n_batches = -(-len(train[1]) // recipe.batch_size)
+    bar = tqdm(total=recipe.epochs * n_batches, desc="train", unit="batch", disable=not progress, dynamic_ncols=True)
+    for epoch in range(recipe.epochs):
+        model.train()
+        order = rng.permutation(len(train[1]))
+        losses = []
+        for lo in range(0, len(order), recipe.batch_size):
+            loss = window_loss(model, *train, order[lo:lo + recipe.batch_size], weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{np.mean(losses):.4f}")
+        sched.step()
+        hist.train_loss.append(float(np.mean(losses)))
+        hist.val_loss.append(mean_loss(model, *val, recipe.eval_batch_size, weight))
+        bar.write(f"epoch {epoch + 1:3d}/{recipe.epochs}  train loss {hist.train_loss[-1]:.4f}  "
+                  f"val loss {hist.val_loss[-1]:.4f}  lr {opt.param_groups[0]['lr']:.2g}")
+        if on_epoch:
+            on_epoch(epoch + 1, hist.train_loss[-1], hist.val_loss[-1])
+    bar.close()
+    if test is not None:
+        hist.test_loss = mean_loss(model, *test, recipe.eval_batch_size, weight)
+    hist.seconds = time.perf_counter() - t0
+    model.eval()
+    return model, hist
