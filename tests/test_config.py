@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sceneseg.config import load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_parse_with_the_published_recipe():
+    p = load_params(ROOT / "params.yaml")
+    t = p.train
+    assert (t.lr, t.weight_decay, t.lr_decay_epochs, t.lr_decay_gamma) == (0.01, 0.0005, [15], 0.1)
+    assert (t.class_weights, t.epochs, t.batch_size) == ([0.5, 5.0], 30, 8)
+    assert t.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}
+    assert (p.featurize.shot_num, p.featurize.seq_len) == (4, 10)
+    assert p.data.source == "synthetic"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: r["train"].update(lrr=0.1), "unknown params key 'train.lrr'"),
+    (lambda r: r.update(extra={}), "unknown params key 'extra'"),
+    (lambda r: r["data"].update(source="ftp"), "'data.source': expected one of synthetic, moviescenes, local, found 'ftp'"),
+    (lambda r: r["train"].update(lr="fast"), "'train.lr': expected a number, found 'fast'"),
+    (lambda r: r["train"].update(epochs=0), "'train.epochs': expected a value in"),
+    (lambda r: r["train"].pop("seed"), "'train.seed' is missing"),
+    (lambda r: r["featurize"].update(shot_num=3), "'featurize.shot_num': expected an even number"),
+    (lambda r: r["train"].update(modalities=["place", "smell"]), "'train.modalities': expected one of"),
+    (lambda r: r["train"].update(modalities=["place"]), "'train.fusion_weights': expected one weight per modality"),
+    (lambda r: r["train"].update(threshold_metric="miou"), "needs whole validation movies"),
+])
+def test_bad_params_name_the_key(edit, message):
+    r = raw()
+    edit(r)
+    with pytest.raises(ValueError, match=None) as e:
+        parse_params(r)
+    assert message in str(e.value)
+    assert str(e.value).startswith("params.yaml: ")
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ValueError, match="expected the pipeline parameters file"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,99 @@
+"""End to end: the real `dvc repro` on tiny synthetic data, in a temporary git repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def tiny_params() -> dict:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["synthetic"] = {"n_movies": 5, "min_shots": 30, "max_shots": 45, "seed": 1}
+    p["data"]["cache_dir"] = ".cache"
+    p["featurize"]["seq_len"] = 5
+    p["train"].update(sim_channel=8, lstm_hidden=8, fc_hidden=8, epochs=2, batch_size=4, eval_batch_size=16,
+                      lr_decay_epochs=[1])
+    p["evaluate"]["timeline_movies"] = 1
+    return p
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project's files (tracked and new, not ignored) as a fresh git repo."""
+    dst = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file() and not f.startswith(("metrics/", "plots/")) and f != "dvc.lock":
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    (dst / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    sh(["git", "init", "-q"], dst)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dst)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], dst)
+    return dst
+
+
+def test_dvc_repro_end_to_end(project):
+    sh(["dvc", "repro"], project)
+    ev = json.loads((project / "metrics/eval.json").read_text())
+    for system in ("model", "shipped", "chance"):
+        for key in ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@3s"):
+            assert 0.0 <= ev[system][key] <= 1.0, (system, key)
+    assert 0.0 <= ev["model_tuned"]["threshold"] <= 1.0
+    tr = json.loads((project / "metrics/train.json").read_text())
+    assert tr["test_loss"] > 0 and tr["train_loss"] > 0 and tr["val_loss"] > 0
+    pm = json.loads((project / "metrics/per_movie.json").read_text())
+    split = json.loads((project / "data/split.json").read_text())
+    assert sorted(pm["model"]["AP"]) == sorted(split["test"])
+    assert (project / "plots/train/loss.png").stat().st_size > 10_000
+    assert (project / "plots/eval/pr_curve.png").exists()
+    assert json.loads((project / "plots/eval/pr_model.json").read_text())[0].keys() == {"recall", "precision"}
+    # a second repro does nothing
+    again = sh(["dvc", "repro"], project)
+    assert "Running stage" not in again.stdout
+
+
+def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
+    sh(["dvc", "repro"], project)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], project)
+    r = sh(["dvc", "exp", "run", "-S", "train.lr=0.001"], project)
+    ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train", "evaluate"}, r.stdout
+    show = sh(["dvc", "exp", "show", "--json"], project)
+    assert "0.001" in show.stdout
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda p: p["train"].update(bogus=1), "unknown params key 'train.bogus'"),
+    (lambda p: p["data"].update(source="nowhere"), "'data.source': expected one of synthetic, moviescenes, local, found 'nowhere'"),
+    (lambda p: p["data"].update(source="local", path="/no/such/data.zip"), "/no/such/data.zip"),
+])
+def test_bad_params_stop_the_stage_with_one_line(project, tmp_path, edit, message):
+    p = tiny_params()
+    edit(p)
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(p))
+    out = tmp_path / "movies"
+    r = sh([sys.executable, "stages/download.py", "--params", str(bad), "--out", str(out)], project, check=False)
+    assert r.returncode == 1
+    assert message in r.stderr and r.stderr.startswith("error: ")
+    assert not out.exists()
