@@ -70,6 +70,16 @@ def _check_end_frames(name: str, end, n_transitions: int) -> np.ndarray:
     return end
 
 
+def check_movie(
+    name: str, gt, prob=None, shot_end_frame=None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate one movie's ground truth [N-1] bool, probabilities [N-1] in [0, 1] and end frames [N]."""
+    gt = _check_gt(name, gt)
+    prob = None if prob is None else _check_prob(name, prob, gt.size)
+    end = None if shot_end_frame is None else _check_end_frames(name, shot_end_frame, gt.size)
+    return gt, prob, end
+
+
 def _check_pair(name: str, gt, pred) -> tuple[np.ndarray, np.ndarray]:
     gt = _check_gt(name, gt)
     pred = np.asarray(pred)
