@@ -1,0 +1,361 @@
+"""``sceneseg predict INPUT --model CHECKPOINT``: scenes of your own movies from a trained model.
+
+INPUT is one MovieScenes-format movie (a ``.pkl`` pickle, read only through the allow-list loader
+of :mod:`sceneseg.safeload`; or a converted movie folder of ``.npy`` files, see
+:mod:`sceneseg.movies`) or a folder holding such pickles and/or converted folders (for example
+the pipeline's ``data/movies``). Ground truth is not needed; when a movie carries it, its scene
+count, precision/recall/F1 and Miou are reported next to the prediction.
+
+For each movie the output lists its scenes (first and last shot, first and last frame when
+``shot_end_frame`` is known, the probability of the boundary that opened the scene) and the
+probability of every transition. A transition is a boundary when ``prob >= threshold`` (the
+Eluvio convention); probabilities are rounded to 6 decimals and the decision is made on the
+rounded value, so the written scenes always follow from the written probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sceneseg.movies import MODALITIES, Movie, load_movie
+
+if TYPE_CHECKING:  # torch-based modules are imported on use, so `sceneseg --help` stays fast
+    import torch
+
+    from sceneseg.checkpoint import Checkpoint
+
+DECIMALS = 6  # probabilities are written (and thresholded) at this precision
+SCENE_FIELDS = ("imdb_id", "scene", "first_shot", "last_shot", "first_frame", "last_frame", "boundary_prob")
+PROB_FIELDS = ("imdb_id", "transition", "prob", "boundary")
+
+
+@dataclass(frozen=True)
+class MovieSource:
+    """Where one input movie lives: a pickle file or a converted movie folder."""
+
+    path: Path
+    kind: str  # "pickle" | "folder"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One predicted scene: shots [first_shot, last_shot] inclusive, frames when known."""
+
+    index: int
+    first_shot: int
+    last_shot: int
+    first_frame: int | None
+    last_frame: int | None
+    boundary_prob: float | None  # probability of the boundary that opened it; None for the first scene
+
+
+# ----------------------------------------------------------------------------- finding and reading movies
+
+
+def _is_movie_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / f"{m}.npy").is_file() for m in MODALITIES)
+
+
+def find_movies(path: Path) -> list[MovieSource]:
+    """The movies of INPUT: a ``.pkl`` file, a converted movie folder, or a folder of both kinds.
+
+    A folder's movies are its ``*.pkl`` files and its sub-folders holding ``<modality>.npy``
+    (hidden entries are skipped), sorted by name.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".pkl":
+            raise ValueError(f"{path}: expected a MovieScenes pickle (.pkl), a converted movie folder "
+                             f"or a folder of them, found a file of another kind")
+        return [MovieSource(path, "pickle")]
+    if _is_movie_folder(path):
+        return [MovieSource(path, "folder")]
+    if not path.is_dir():
+        raise ValueError(f"{path}: expected a MovieScenes pickle (.pkl), a converted movie folder "
+                         f"or a folder of them, found nothing there")
+    found = []
+    for p in sorted(path.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix == ".pkl":
+            found.append(MovieSource(p, "pickle"))
+        elif _is_movie_folder(p):
+            found.append(MovieSource(p, "folder"))
+    if not found:
+        raise ValueError(f"{path}: no movies found: expected .pkl pickles or converted movie folders "
+                         f"(holding {', '.join(f'{m}.npy' for m in MODALITIES)}), found none")
+    return found
+
+
+def read_movie(src: MovieSource) -> Movie:
+    """Load one movie: a pickle only through the allow-list loader (labels optional), a folder memory-mapped."""
+    if src.kind == "pickle":
+        from sceneseg.safeload import read_movie_pickle
+
+        try:
+            return read_movie_pickle(src.path, str(src.path), require_labels=False)
+        except pickle.UnpicklingError as e:  # a refused global: report it like any other bad file
+            raise ValueError(str(e)) from None
+    return load_movie(src.path)
+
+
+def check_movie(movie: Movie, source: Path, feature_dims: dict[str, int]) -> int:
+    """Check that ``movie`` carries every modality the model needs at the model's dimension; return N shots.
+
+    Modalities the model was trained without may be absent or of any shape.
+    """
+    name = f"movie {movie.imdb_id} ({source})"
+    missing = [m for m in feature_dims if m not in movie.features]
+    if missing:
+        raise ValueError(f"{name}: the model needs the modalities {list(feature_dims)}; missing {missing}, "
+                         f"found only {sorted(movie.features)}")
+    n_shots = None
+    for mod, dim in feature_dims.items():
+        shape = tuple(movie.features[mod].shape)
+        if len(shape) != 2 or shape[1] != dim:
+            raise ValueError(f"{name}: '{mod}' features expected shape [N, {dim}] (the model's dimension), "
+                             f"found {list(shape)}")
+        if n_shots is None:
+            n_shots = shape[0]
+        elif shape[0] != n_shots:
+            raise ValueError(f"{name}: feature lengths differ: {n_shots} shots in "
+                             f"'{next(iter(feature_dims))}', {shape[0]} in '{mod}'")
+        if not np.isfinite(movie.features[mod]).all():
+            raise ValueError(f"{name}: '{mod}' features expected finite values, found NaN or inf")
+    if not n_shots:
+        raise ValueError(f"{name}: expected at least one shot, found none")
+    for label, arr, n in (("shot_end_frame", movie.shot_end_frame, n_shots), ("boundary", movie.boundary, n_shots - 1)):
+        if arr is not None and tuple(arr.shape) != (n,):
+            raise ValueError(f"{name}: '{label}' expected shape [{n}] for {n_shots} shots, found {list(arr.shape)}")
+    return n_shots
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def predict_movie(ckpt: Checkpoint, movie: Movie, n_shots: int, device: torch.device, batch_size: int) -> np.ndarray:
+    """Boundary probability of each of the N-1 transitions of one checked movie: [N-1] float64."""
+    if n_shots < 2:
+        return np.zeros(0, dtype=np.float64)  # one shot: no transition, no model call
+    from sceneseg.inference import ShotBank, predict_windows
+    from sceneseg.windows import build_windows
+
+    bank = ShotBank([movie], list(ckpt.config.feature_dims), device, ckpt.config.shot_num)
+    windows = build_windows([movie.imdb_id], [n_shots], ckpt.seq_len)
+    return predict_windows(ckpt.model, bank, windows, batch_size)[movie.imdb_id]
+
+
+def scenes_from_probs(prob: np.ndarray, threshold: float, shot_end_frame: np.ndarray | None = None) -> list[Scene]:
+    """Cut a movie at every transition with ``prob >= threshold``: [N-1] -> scenes covering all N shots.
+
+    Frames follow the Eluvio Miou definition: a scene starts one frame after the previous scene's
+    last frame (0 for the first) and ends at ``shot_end_frame`` of its last shot.
+    """
+    n_shots = len(prob) + 1
+    cuts = np.flatnonzero(prob >= threshold)  # [K] scene k ends after shot cuts[k]
+    last = np.append(cuts, n_shots - 1)  # [K+1] last shot of each scene
+    first = np.concatenate(([0], cuts + 1))  # [K+1] first shot of each scene
+    scenes = []
+    for k, (a, b) in enumerate(zip(first.tolist(), last.tolist())):
+        first_frame = last_frame = None
+        if shot_end_frame is not None:
+            first_frame = 0 if k == 0 else int(shot_end_frame[a - 1]) + 1
+            last_frame = int(shot_end_frame[b])
+        opened_by = None if k == 0 else float(prob[a - 1])
+        scenes.append(Scene(k, a, b, first_frame, last_frame, opened_by))
+    return scenes
+
+
+def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict | None:
+    """Scene count, precision/recall/F1 and (with frames) Miou against the movie's own ground truth, if any."""
+    if movie.boundary is None or len(prob) == 0:
+        return None
+    from sceneseg import metrics
+
+    gt = np.asarray(movie.boundary, dtype=bool)
+    pred = prob >= threshold
+    p, r, f1 = metrics.precision_recall_f1(gt, pred)
+    out = {"n_scenes": int(gt.sum()) + 1, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
+    if movie.shot_end_frame is not None:
+        out["miou"] = round(metrics.miou(gt, pred, np.asarray(movie.shot_end_frame)), 4)
+    return out
+
+
+def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: torch.device, batch_size: int,
+                plot_dir: Path | None = None) -> dict:
+    """Read, check and predict one movie; draw its timeline when asked. Returns its output record."""
+    movie = read_movie(src)
+    n_shots = check_movie(movie, src.path, ckpt.config.feature_dims)
+    prob = np.round(predict_movie(ckpt, movie, n_shots, device, batch_size), DECIMALS)
+    ends = None if movie.shot_end_frame is None else np.asarray(movie.shot_end_frame)
+    scenes = scenes_from_probs(prob, threshold, ends)
+    record = {
+        "imdb_id": movie.imdb_id,
+        "source": str(src.path),
+        "n_shots": n_shots,
+        "n_scenes": len(scenes),
+        "scenes": [vars(s) for s in scenes],
+        "boundary_prob": prob.tolist(),
+    }
+    truth = compare_with_truth(movie, prob, threshold)
+    if truth is not None:
+        record["ground_truth"] = truth
+    if plot_dir is not None and n_shots >= 2:
+        from sceneseg.plots import plot_timeline
+
+        # plot_timeline needs ground truth: a movie without any is drawn as one "true" scene.
+        gt = np.zeros(n_shots - 1, bool) if movie.boundary is None else np.asarray(movie.boundary, dtype=bool)
+        plot_timeline(movie.imdb_id, gt, prob, threshold, Path(plot_dir) / f"timeline_{movie.imdb_id}.png",
+                      shot_end_frame=ends)
+    return record
+
+
+def predict_input(input_path: Path, model_path: Path, threshold: float | None = None, device_name: str = "auto",
+                  batch_size: int = 256, plot_dir: Path | None = None, log=None) -> dict:
+    """Predict every movie of ``input_path`` with the checkpoint at ``model_path`` (one movie in memory at a time).
+
+    ``threshold`` None uses the threshold stored in the checkpoint. Returns the output document.
+    """
+    from sceneseg.checkpoint import load_checkpoint
+    from sceneseg.inference import pick_device
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold: expected a number in [0, 1], found {threshold}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size: expected a positive number of sequences, found {batch_size}")
+    sources = find_movies(input_path)
+    device = pick_device(device_name)
+    ckpt = load_checkpoint(Path(model_path), device)
+    if threshold is None:
+        threshold, threshold_source = ckpt.threshold, f"checkpoint ({ckpt.threshold_metric} on validation)"
+    else:
+        threshold_source = "--threshold"
+    movies, seen = [], {}
+    for src in sources:
+        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir)
+        if rec["imdb_id"] in seen:
+            raise ValueError(f"{src.path}: movie {rec['imdb_id']} was already read from {seen[rec['imdb_id']]}")
+        seen[rec["imdb_id"]] = src.path
+        movies.append(rec)
+        if log is not None:
+            log(f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes")
+    return {
+        "model": str(model_path),
+        "modalities": list(ckpt.config.feature_dims),
+        "seq_len": ckpt.seq_len,
+        "shot_num": ckpt.config.shot_num,
+        "threshold": float(threshold),
+        "threshold_source": threshold_source,
+        "device": str(device),
+        "movies": movies,
+    }
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def format_json(doc: dict) -> str:
+    """Standard JSON laid out for reading: one line per scene, a movie's probabilities on one line."""
+    def movie_text(m: dict) -> str:
+        lines = []
+        for k, v in m.items():
+            if k == "scenes":
+                body = ",\n".join(f"        {json.dumps(s)}" for s in v)
+                lines.append(f'      "scenes": [\n{body}\n      ]')
+            else:
+                lines.append(f"      {json.dumps(k)}: {json.dumps(v)}")
+        return "    {\n" + ",\n".join(lines) + "\n    }"
+
+    head = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in doc.items() if k != "movies"]
+    movies = ",\n".join(movie_text(m) for m in doc["movies"])
+    return "{\n" + ",\n".join(head + [f'  "movies": [\n{movies}\n  ]']) + "\n}\n"
+
+
+def probs_path(out: Path) -> Path:
+    """Where ``--format csv`` writes the per-transition probabilities: FILE stem + ``_probs.csv``."""
+    return out.with_name(f"{out.stem}_probs.csv")
+
+
+def write_csv(doc: dict, out: Path, threshold: float) -> tuple[Path, Path]:
+    """One row per scene in ``out``; one row per transition in :func:`probs_path` of ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SCENE_FIELDS)
+        for m in doc["movies"]:
+            for s in m["scenes"]:
+                w.writerow([m["imdb_id"], s["index"], s["first_shot"], s["last_shot"],
+                            *("" if s[k] is None else s[k] for k in ("first_frame", "last_frame", "boundary_prob"))])
+    probs = probs_path(out)
+    with open(probs, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(PROB_FIELDS)
+        for m in doc["movies"]:
+            for t, p in enumerate(m["boundary_prob"]):
+                w.writerow([m["imdb_id"], t, p, int(p >= threshold)])
+    return out, probs
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``predict`` on the ``sceneseg`` command line."""
+    p = subparsers.add_parser(
+        "predict",
+        help="predict the scenes of MovieScenes-format movies with a trained checkpoint",
+        description=(
+            "Predict scene boundaries of INPUT: one movie (a MovieScenes .pkl, loaded with an allow-list, "
+            "never plain pickle; or a converted movie folder of .npy files) or a folder of them (e.g. "
+            "data/movies). Ground truth is not needed. Output per movie: its scenes (first/last shot; "
+            "first/last frame when shot_end_frame is present; the probability of the boundary that opened "
+            "the scene) and the probability of every transition (transition t lies between shot t and t+1). "
+            "A transition is a boundary when prob >= threshold."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", type=Path, metavar="INPUT", help="a .pkl movie, a converted movie folder, or a folder of them")
+    p.add_argument("--model", type=Path, required=True, metavar="CHECKPOINT",
+                   help="checkpoint written by the train stage (e.g. models/model.pt)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="write here instead of stdout (required with --format csv)")
+    p.add_argument("--format", choices=("json", "csv"), default="json",
+                   help="json: one document with scenes and probabilities per movie. csv: FILE gets one row "
+                   f"per scene ({','.join(SCENE_FIELDS)}); the probabilities go to a second file beside it, "
+                   f"FILE stem + '_probs.csv' ({','.join(PROB_FIELDS)})")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="decision threshold in [0, 1] (default: the one stored in the checkpoint, chosen on validation)")
+    p.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                   help="also draw DIR/timeline_<imdb_id>.png per movie (probabilities, threshold, scenes; "
+                   "ground truth when present)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto = CUDA, else Apple MPS, else CPU")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="sequences per inference batch")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sceneseg predict``; bad input raises ValueError (the ``sceneseg`` front end prints it, exit 1)."""
+    if args.format == "csv" and args.out is None:
+        raise ValueError("--format csv writes two files (scenes and probabilities): give --out FILE.csv")
+    doc = predict_input(args.input, args.model, args.threshold, args.device, args.batch_size, args.plot,
+                        log=lambda msg: print(msg, file=sys.stderr))
+    if args.format == "csv":
+        scenes, probs = write_csv(doc, args.out, doc["threshold"])
+        print(f"predict: scenes in {scenes}, probabilities in {probs}", file=sys.stderr)
+    elif args.out is None:
+        sys.stdout.write(format_json(doc))
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(format_json(doc))
+        print(f"predict: wrote {args.out}", file=sys.stderr)
+    return 0
