@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 MOVIESCENES_GDRIVE_ID = "1oZSOkd4lFmbY205VKQ9aPv1Hz3T_-N6e"
 
 
-class DownloadFailed(RuntimeError):
-    """The archive could not be fetched; the message says what failed and what to do by hand."""
+class DownloadFailed(ValueError):
+    """The archive could not be fetched; the message says what failed and what to do by hand.
+
+    A ValueError so that the stage runner's boundary-error handling (one line, exit 1) applies.
+    """
 
 
 def drive_view_url(gdrive_id: str) -> str:

@@ -133,7 +133,7 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True) -> Movie:
     imdb_id = d["imdb_id"]
     if not isinstance(imdb_id, str) or not _SAFE_ID.fullmatch(imdb_id):
         raise ValueError(f"{name}: 'imdb_id' expected an id such as 'tt0052357', found {imdb_id!r}")
-    stem = re.split(r"[\\/]", name)[-1].removesuffix(".pkl")
+    stem = re.split(r"[\\/!]", name)[-1].removesuffix(".pkl")  # also "archive.zip!tt1.pkl"
     if stem != imdb_id:
         raise ValueError(f"{name}: 'imdb_id' is {imdb_id!r} but the file name says {stem!r}")
 
