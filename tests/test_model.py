@@ -1,0 +1,245 @@
+"""LGSS: the fast form equals the literal form (values and gradients), API checks, config round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sceneseg import model as model_mod
+from sceneseg.model import LGSS, ModelConfig, difference_direct, difference_fast
+
+DIMS = {"place": 48, "cast": 16, "audio": 24}
+WEIGHTS = {"place": 0.5, "cast": 0.3, "audio": 0.2}
+
+
+def small_config(shot_num: int = 4, **kw) -> ModelConfig:
+    return ModelConfig(dict(DIMS), dict(WEIGHTS), shot_num=shot_num, sim_channel=12, lstm_hidden=8, fc_hidden=6, **kw)
+
+
+def pair(cfg: ModelConfig, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple[LGSS, LGSS]:
+    """A fast and a direct model holding the same weights."""
+    torch.manual_seed(seed)
+    fast = LGSS(cfg, fast=True).to(dtype)
+    direct = LGSS(cfg, fast=False).to(dtype)
+    direct.load_state_dict(fast.state_dict())
+    return fast, direct
+
+
+def random_feats(cfg: ModelConfig, batch: int, seq: int, dtype=torch.float64, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k = cfg.shot_num
+    return {m: torch.randn(batch, seq, k, d, generator=g, dtype=dtype) for m, d in cfg.feature_dims.items()}
+
+
+def run(model: LGSS, feats: dict[str, torch.Tensor], seed: int = 2):
+    """Forward + backward of a random linear functional; returns (out, param grads, input grads)."""
+    inputs = {m: t.detach().clone().requires_grad_() for m, t in feats.items()}
+    model.zero_grad()
+    out = model(inputs)
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
+    (out * probe).sum().backward()
+    params = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return out.detach(), params, {m: t.grad for m, t in inputs.items()}
+
+
+def assert_same(a, b, rtol: float, atol: float) -> None:
+    out_a, params_a, inputs_a = a
+    out_b, params_b, inputs_b = b
+    torch.testing.assert_close(out_a, out_b, rtol=rtol, atol=atol)
+    assert params_a.keys() == params_b.keys()
+    for name in params_a:
+        torch.testing.assert_close(params_a[name], params_b[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+    for name in inputs_a:
+        torch.testing.assert_close(inputs_a[name], inputs_b[name], rtol=rtol, atol=atol, msg=lambda m: f"input {name}: {m}")
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Force several relation chunks (with a ragged last one) even at test sizes."""
+    monkeypatch.setitem(model_mod._CHUNK_ELEMENTS, "cpu", 12 * 37)
+
+
+@pytest.mark.parametrize("shot_num", [2, 4, 6])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fast_equals_direct_float64(small_chunks, shot_num, batch):
+    cfg = small_config(shot_num)
+    fast, direct = pair(cfg)
+    feats = random_feats(cfg, batch, seq=5)
+    half = shot_num // 2
+    feats["cast"][0, 1] = 0  # a whole zero window (no face in any shot)
+    feats["cast"][0, 2, :half] = 0  # zero first half
+    feats["cast"][-1, 3, half:] = 0  # zero second half
+    feats["place"] = feats["place"].abs()  # place features are non-negative
+    assert_same(run(fast, feats), run(direct, feats), rtol=1e-9, atol=1e-9)
+
+
+def test_fast_equals_direct_at_cosine_eps_clamp(small_chunks):
+    """Zero conv bias + a zero half gives a zero vector: torch clamps its norm to eps (and keeps the
+    unclamped norm's gradient); the Gram form must reproduce that, gradients of ~1e8 included."""
+    cfg = small_config()
+    fast, direct = pair(cfg)
+    for model in (fast, direct):
+        with torch.no_grad():
+            model.heads["cast"].difference.bias.zero_()
+    feats = random_feats(cfg, 2, seq=4)
+    feats["cast"][0, 0, :2] = 0
+    feats["cast"][1, 3] = 0
+    feats["cast"][1, 1, 2:] = 1e-12  # norm below eps but not zero
+    a, b = run(fast, feats), run(direct, feats)
+    assert b[1]["heads.cast.difference.bias"].abs().max() > 1e3  # the clamp path ran (grads are ~1e-2 otherwise)
+    assert_same(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_difference_branch_matches_cosine_similarity():
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(1, 5, (2, 1)).double()
+    x = torch.randn(7, 4, 33, dtype=torch.float64)
+    x[2] = 0
+    a = conv(x[:, None, :2])[:, :, 0]
+    b = conv(x[:, None, 2:])[:, :, 0]
+    expected = F.cosine_similarity(a, b, dim=2)
+    torch.testing.assert_close(difference_fast(x, conv), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(difference_direct(x, conv), expected, rtol=0, atol=0)
+    # a zero window sees the constant vectors bias_c * 1 in both halves: cosine 1 (or 0 for bias 0)
+    torch.testing.assert_close(difference_fast(x, conv)[2], torch.ones(5, dtype=torch.float64))
+
+
+def test_relation_winner_gets_gradient():
+    """For a zero window the relation value is the largest bias; only that channel's bias moves."""
+    cfg = ModelConfig({"cast": 8}, {"cast": 1.0}, sim_channel=6, lstm_hidden=4, fc_hidden=3)
+    torch.manual_seed(4)
+    model = LGSS(cfg).double()
+    conv = model.heads["cast"].relation
+    x = torch.zeros(5, 4, 8, dtype=torch.float64)
+    values = model_mod.relation_fast(x, conv)
+    torch.testing.assert_close(values, conv.bias.max().expand(5, 8))
+    values.sum().backward()
+    expected = torch.zeros(6, dtype=torch.float64)
+    expected[conv.bias.argmax()] = 40.0
+    torch.testing.assert_close(conv.bias.grad, expected)
+
+
+def test_float32_fast_close_to_direct():
+    cfg = small_config()
+    fast, direct = pair(cfg, dtype=torch.float32)
+    feats = {m: t.abs() for m, t in random_feats(cfg, 2, 6, dtype=torch.float32).items()}
+    assert_same(run(fast, feats), run(direct, feats), rtol=1e-4, atol=1e-5)
+
+
+def test_inference_path_equals_training_path():
+    cfg = small_config()
+    fast, direct = pair(cfg, dtype=torch.float32)
+    feats = random_feats(cfg, 2, 3, dtype=torch.float32)
+    with torch.no_grad():
+        no_grad = fast(feats)
+        literal = direct(feats)
+    torch.testing.assert_close(no_grad, fast(feats).detach(), rtol=0, atol=0)
+    torch.testing.assert_close(no_grad, literal, rtol=1e-5, atol=1e-6)
+
+
+def test_shapes_and_fusion():
+    cfg = small_config()
+    model = LGSS(cfg).double()
+    for batch, seq in [(1, 1), (2, 7)]:
+        feats = random_feats(cfg, batch, seq)
+        out = model(feats)
+        assert out.shape == (batch, seq, 2)
+        fused = sum(WEIGHTS[m] * model.heads[m](feats[m], True) for m in DIMS)
+        torch.testing.assert_close(out, fused, rtol=1e-12, atol=1e-12)
+        bound = model.heads["place"].boundary(feats["place"].reshape(batch * seq, 4, -1), True)
+        assert bound.shape == (batch * seq, DIMS["place"] + cfg.sim_channel)
+
+
+def test_gradients_reach_every_parameter():
+    cfg = small_config()
+    model = LGSS(cfg)
+    _, grads, inputs = run(model, random_feats(cfg, 2, 4, dtype=torch.float32))
+    assert set(grads) == {n for n, _ in model.named_parameters()}
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    for name, grad in inputs.items():
+        assert grad.abs().sum() > 0, name
+
+
+def test_input_errors_name_the_modality():
+    cfg = small_config()
+    model = LGSS(cfg)
+    feats = random_feats(cfg, 1, 2, dtype=torch.float32)
+    with pytest.raises(ValueError, match="'audio' missing"):
+        model({m: t for m, t in feats.items() if m != "audio"})
+    bad = dict(feats, cast=torch.zeros(1, 2, 4, 17))
+    with pytest.raises(ValueError, match=r"'cast'.*D=16.*\[1, 2, 4, 17\]"):
+        model(bad)
+    with pytest.raises(ValueError, match=r"'place'.*\[B, S, 4, 48\].*\[1, 2, 3, 48\]"):
+        model(dict(feats, place=torch.zeros(1, 2, 3, 48)))
+    with pytest.raises(ValueError, match=r"'cast'.*batch/window"):
+        model(dict(feats, cast=torch.zeros(1, 3, 4, 16)))
+
+
+def test_config_round_trip(tmp_path):
+    cfg = small_config()
+    d = cfg.to_dict()
+    assert ModelConfig.from_dict(d) == cfg
+    model = LGSS(cfg)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model_config": d, "state_dict": model.state_dict()}, path)
+    ckpt = torch.load(path, weights_only=True)
+    loaded_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    assert loaded_cfg == cfg and list(loaded_cfg.feature_dims) == list(DIMS)
+    loaded = LGSS(loaded_cfg, fast=False)
+    loaded.load_state_dict(ckpt["state_dict"])
+    feats = random_feats(cfg, 1, 3, dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(feats), model(feats), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"shot_num": 3}, "shot_num"),
+        ({"shot_num": True}, "shot_num"),
+        ({"sim_channel": 0}, "sim_channel"),
+        ({"fusion_weights": {"place": 1.0}}, "fusion_weights"),
+        ({"fusion_weights": {"place": 0.5, "cast": float("nan"), "audio": 0.2}}, r"fusion_weights\.cast"),
+        ({"feature_dims": {}}, "feature_dims"),
+        ({"lr": 0.1}, r"unknown keys \['lr'\]"),
+    ],
+)
+def test_config_errors_name_the_key(change, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig.from_dict({**small_config().to_dict(), **change})
+
+
+def test_config_missing_key():
+    d = small_config().to_dict()
+    del d["fusion_weights"]
+    with pytest.raises(ValueError, match=r"missing required keys \['fusion_weights'\]"):
+        ModelConfig.from_dict(d)
+
+
+def test_boundary_stays_float32_under_autocast():
+    cfg = small_config()
+    model = LGSS(cfg)
+    x = random_feats(cfg, 2, 3, dtype=torch.float32)["place"].reshape(6, 4, -1)
+    plain = model.heads["place"].boundary(x, True)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = model.heads["place"].boundary(x.bfloat16(), True)
+        out = model(random_feats(cfg, 2, 3, dtype=torch.float32))
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, model.heads["place"].boundary(x.bfloat16().float(), True), rtol=0, atol=0)
+    assert torch.isfinite(out).all() and torch.isfinite(plain).all()
+
+
+def test_on_available_device_matches_cpu():
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = small_config()
+    torch.manual_seed(5)
+    cpu_model = LGSS(cfg)
+    dev_model = LGSS(cfg).to(device)
+    dev_model.load_state_dict(cpu_model.state_dict())
+    feats = random_feats(cfg, 2, 4, dtype=torch.float32)
+    ref = run(cpu_model, feats)
+    got = run(dev_model, {m: t.to(device) for m, t in feats.items()})
+    got = (got[0].cpu(), {n: g.cpu() for n, g in got[1].items()}, {m: g.cpu() for m, g in got[2].items()})
+    assert_same(got, ref, rtol=1e-3, atol=1e-4)
