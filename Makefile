@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sceneseg-installed
+PLOTS_TEMPLATE := .dvc/plots_template.html
 
-.PHONY: setup run test clean-venv
+.PHONY: setup run test plots clean-venv
 
-setup: $(STAMP)
+setup: $(STAMP) $(PLOTS_TEMPLATE)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +16,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# `dvc plots show/diff` pages with vega inlined (from the npm registry), so they render offline.
+# Wired in .dvc/config.local only once the template exists; without npm, DVC's CDN page is used.
+$(PLOTS_TEMPLATE): sceneseg/plots_template.py | $(STAMP)
+	@if $(BIN)/python -m sceneseg.plots_template --out $@ --cache build/npm; then \
+		$(BIN)/dvc config --local plots.html_template plots_template.html; \
+	else echo "warning: no offline plots template (npm registry unreachable?); dvc plots pages will load vega from a CDN"; fi
+
 run: setup
 	$(BIN)/dvc repro
+
+plots: setup
+	$(BIN)/dvc plots show
 
 test: setup
 	$(BIN)/python -m pytest -q

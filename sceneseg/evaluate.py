@@ -47,7 +47,8 @@ def pr_points(gt: dict[str, np.ndarray], prob: dict[str, np.ndarray], max_points
     return [{"recall": float(recall[i]), "precision": float(precision[i])} for i in keep]
 
 
-def draw(movies: list[Movie], systems: dict, per_movie: dict, threshold: float, out: Path, n_timelines: int) -> None:
+def draw(movies: list[Movie], systems: dict, summary: dict, per_movie: dict, threshold: float, out: Path,
+         n_timelines: int) -> None:
     """PNG pictures: PR curves, per-movie AP and Miou bars, timelines of the first test movies."""
     out.mkdir(parents=True, exist_ok=True)
     gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
@@ -56,7 +57,7 @@ def draw(movies: list[Movie], systems: dict, per_movie: dict, threshold: float, 
         if name in systems:
             pts = pr_points(gt, systems[name], max_points=2000)
             curves[name] = (np.array([p["recall"] for p in pts]), np.array([p["precision"] for p in pts]))
-    plots.plot_pr_curves(curves, out / "pr_curve.png")
+    plots.plot_pr_curves(curves, out / "pr_curve.png", ap={name: summary[name]["AP"] for name in curves})
     for metric in ("AP", "Miou"):
         plots.plot_per_movie({name: pm[metric] for name, pm in per_movie.items() if name != "model_tuned"},
                              metric, out / f"per_movie_{metric.lower()}.png")

@@ -33,7 +33,7 @@ def main(args, params) -> None:
     for name in ("model", "shipped"):
         if name in systems:
             write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]))
-    draw(movies, systems, per_movie, ckpt.threshold, plots, e.timeline_movies)
+    draw(movies, systems, summary, per_movie, ckpt.threshold, plots, e.timeline_movies)
     for name, res in summary.items():
         print(f"evaluate: {name:12s} " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()))
 
