@@ -15,9 +15,11 @@ AT_THRESHOLD = ("Miou", "Precision", "Recall", "F1", "Recall@3s")
 
 
 def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], threshold: float, fps: float,
-                  window_s: float, chance_seed: int) -> tuple[dict, dict, dict[str, dict[str, np.ndarray]]]:
+                  window_s: float, chance_seed: int, chance_rate: float
+                  ) -> tuple[dict, dict, dict[str, dict[str, np.ndarray]]]:
     """Eluvio metrics of the model (at 0.5 and at the validation threshold), the shipped
-    predictions and a chance-level predictor, all on the same movies with the same code.
+    predictions and a chance-level predictor (random boundaries at ``chance_rate``, the
+    training movies' boundary rate), all on the same movies with the same code.
 
     Returns (summary metrics, per-movie metrics, probabilities per system).
     """
@@ -26,7 +28,7 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     systems = {"model": model_prob}
     if all(m.baseline is not None for m in movies):
         systems["shipped"] = {m.imdb_id: np.asarray(m.baseline, dtype=np.float64) for m in movies}
-    systems["chance"] = metrics.chance_predictions(gt, chance_seed)
+    systems["chance"] = metrics.chance_predictions(gt, chance_seed, rate=chance_rate)
     summary, per_movie = {}, {}
     for name, prob in systems.items():
         res = metrics.evaluate(gt, prob, ends, threshold=0.5, fps=fps, window_s=window_s)
@@ -36,6 +38,11 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     summary["model_tuned"] = {"threshold": float(threshold), **{k: float(tuned[k]) for k in AT_THRESHOLD}}
     per_movie["model_tuned"] = {"Miou": tuned["Miou_dict"]}
     return summary, per_movie, systems
+
+
+def boundary_rate(movies: list[Movie]) -> float:
+    """Share of transitions that are scene boundaries, pooled over ``movies``."""
+    return float(np.mean(np.concatenate([np.asarray(m.boundary, dtype=bool) for m in movies])))
 
 
 def pr_points(gt: dict[str, np.ndarray], prob: dict[str, np.ndarray], max_points: int = 400) -> list[dict]:

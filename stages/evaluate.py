@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 from sceneseg.checkpoint import load_checkpoint
-from sceneseg.evaluate import draw, pr_points, score_systems
+from sceneseg.evaluate import boundary_rate, draw, pr_points, score_systems
 from sceneseg.inference import ShotBank, pick_device, predict_windows
 from sceneseg.movies import load_movies
+from sceneseg.split import load_split
 from sceneseg.stage import run, stage_args
 from sceneseg.windows import load_windows
 
@@ -25,7 +26,9 @@ def main(args, params) -> None:
     movies = load_movies(Path(args.movies), test.movie_ids)
     bank = ShotBank(movies, list(ckpt.config.feature_dims), device, ckpt.config.shot_num)
     prob = predict_windows(ckpt.model, bank, test, params.train.eval_batch_size)
-    summary, per_movie, systems = score_systems(movies, prob, ckpt.threshold, e.fps, e.recall_window_s, e.chance_seed)
+    train_rate = boundary_rate(load_movies(Path(args.movies), load_split(Path(args.split))["train"]))
+    summary, per_movie, systems = score_systems(movies, prob, ckpt.threshold, e.fps, e.recall_window_s,
+                                                e.chance_seed, train_rate)
     write_json(Path(args.metrics), summary)
     write_json(Path(args.per_movie), per_movie)
     plots = Path(args.plots)
@@ -39,4 +42,4 @@ def main(args, params) -> None:
 
 
 if __name__ == "__main__":
-    run(main, stage_args(__doc__, ["movies", "windows", "model", "metrics", "per_movie", "plots"]))
+    run(main, stage_args(__doc__, ["movies", "split", "windows", "model", "metrics", "per_movie", "plots"]))
