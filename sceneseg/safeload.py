@@ -43,7 +43,7 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     scalar = np._core.multiarray.scalar
     return {
         # What pickle.dumps(torch tensor) emits (torch 1.x and 2.x); _load_from_bytes is replaced
-        # per unpickler by a weights-only version (SafeUnpickler._load_storage).
+        # per unpickler by a weights-only version (_weights_only_storage_loader).
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
         ("collections", "OrderedDict"): OrderedDict,
@@ -59,6 +59,21 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     }
 
 
+def _weights_only_storage_loader(name: str):
+    """torch's ``_load_from_bytes`` calls ``torch.load(weights_only=False)``; this loads weights only."""
+
+    def load_storage(b: bytes) -> object:
+        try:
+            return torch.load(io.BytesIO(b), weights_only=True)
+        except pickle.UnpicklingError as e:
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            what = f"global '{found[1]}'" if found else "content"
+            raise UnsafePickleError(f"{name}: refused to load {what} inside a tensor storage "
+                                    "(only plain weights are allowed)") from None
+
+    return load_storage
+
+
 class SafeUnpickler(pickle.Unpickler):
     """An Unpickler that resolves only allow-listed globals; ``name`` is used in errors."""
 
@@ -66,7 +81,9 @@ class SafeUnpickler(pickle.Unpickler):
         super().__init__(file)
         self.name = name
         self.allowed = _allowed_globals()
-        self.allowed[("torch.storage", "_load_from_bytes")] = self._load_storage
+        # A closure over the name, not a bound method: self -> allowed -> self would be a reference
+        # cycle keeping the memo (every tensor of the movie) alive until the cyclic GC runs.
+        self.allowed[("torch.storage", "_load_from_bytes")] = _weights_only_storage_loader(name)
 
     def find_class(self, module: str, name: str) -> object:
         try:
@@ -79,16 +96,6 @@ class SafeUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: object) -> object:
         raise UnsafePickleError(f"{self.name}: refused persistent id {pid!r} (not a plain pickle)")
-
-    def _load_storage(self, b: bytes) -> object:
-        """torch's ``_load_from_bytes`` calls ``torch.load(weights_only=False)``; we load weights only."""
-        try:
-            return torch.load(io.BytesIO(b), weights_only=True)
-        except pickle.UnpicklingError as e:
-            found = re.search(r"GLOBAL (\S+)", str(e))
-            what = f"global '{found[1]}'" if found else "content"
-            raise UnsafePickleError(f"{self.name}: refused to load {what} inside a tensor storage "
-                                    "(only plain weights are allowed)") from None
 
 
 def safe_unpickle(f: BinaryIO, name: str) -> object:
@@ -163,3 +170,4 @@ def iter_movies(source: Path, require_labels: bool = True) -> Iterator[Movie]:
             raise ValueError(f"{name}: duplicate imdb id {movie.imdb_id}, also in {seen[movie.imdb_id]}")
         seen[movie.imdb_id] = name
         yield movie
+        del movie  # do not hold the previous movie while reading the next

@@ -70,6 +70,7 @@ def _convert(movies: Iterable[Movie], out: Path) -> dict[str, int]:
         save_movie(movie, out)
         counts[movie.imdb_id] = movie.n_shots
         log.info("converted %s (%d shots)", movie.imdb_id, movie.n_shots)
+        del movie  # free it before the next one is read
     return counts
 
 

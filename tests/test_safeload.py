@@ -1,6 +1,8 @@
+import gc
 import io
 import os
 import pickle
+import weakref
 import zipfile
 
 import numpy as np
@@ -145,3 +147,16 @@ def test_corrupted_zip_member_is_a_clear_error(tmp_path):
 def test_missing_source_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"nowhere.zip: expected a zip archive or a folder of tt\*.pkl, found nothing there"):
         list(iter_movies(tmp_path / "nowhere.zip"))
+
+
+def test_a_loaded_movie_is_freed_without_waiting_for_the_cyclic_gc():
+    """Streaming keeps memory near one movie only if nothing (e.g. the unpickler's memo) holds it."""
+    data = _pickle(_movie())
+    gc.disable()
+    try:
+        m = read_movie_pickle(io.BytesIO(data), "tt0000001.pkl")
+        tensor = weakref.ref(m.features["place"].base)  # the torch tensor the array views
+        del m
+        assert tensor() is None
+    finally:
+        gc.enable()
