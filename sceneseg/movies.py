@@ -54,6 +54,7 @@ def save_movie(movie: Movie, root: Path) -> Path:
     final = root / movie.imdb_id
     tmp = Path(tempfile.mkdtemp(prefix=f".{movie.imdb_id}.", dir=root))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a data folder is not
         for name, arr in movie.features.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
         if movie.boundary is not None:
