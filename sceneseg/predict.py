@@ -321,7 +321,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "the scene) and the probability of every transition (transition t lies between shot t and t+1). "
             "A transition is a boundary when prob >= threshold."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("input", type=Path, metavar="INPUT", help="a .pkl movie, a converted movie folder, or a folder of them")
     p.add_argument("--model", type=Path, required=True, metavar="CHECKPOINT",
@@ -330,16 +329,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="write here instead of stdout (required with --format csv)")
     p.add_argument("--format", choices=("json", "csv"), default="json",
                    help="json: one document with scenes and probabilities per movie. csv: FILE gets one row "
-                   f"per scene ({','.join(SCENE_FIELDS)}); the probabilities go to a second file beside it, "
-                   f"FILE stem + '_probs.csv' ({','.join(PROB_FIELDS)})")
+                   f"per scene ({', '.join(SCENE_FIELDS)}); the probabilities go to a second file beside it, "
+                   f"FILE stem + '_probs.csv' ({', '.join(PROB_FIELDS)}). Default: json")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="decision threshold in [0, 1] (default: the one stored in the checkpoint, chosen on validation)")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR",
                    help="also draw DIR/timeline_<imdb_id>.png per movie (probabilities, threshold, scenes; "
                    "ground truth when present)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                   help="auto = CUDA, else Apple MPS, else CPU")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="sequences per inference batch")
+                   help="auto (default) = CUDA, else Apple MPS, else CPU")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="sequences of transitions per inference batch (default 256)")
     p.set_defaults(func=run)
 
 
