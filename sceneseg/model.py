@@ -119,7 +119,7 @@ def _chunk_rows(device: torch.device, channels: int) -> int:
 def _channel_max(rows: Tensor, weight: Tensor, bias: Tensor, with_index: bool) -> tuple[Tensor, Tensor | None]:
     """``max_c (rows @ weight.T + bias)`` row by row, in chunks: [R, K], [C, K], [C] -> [R] (+ argmax [R])."""
     n_rows, channels = rows.shape[0], weight.shape[0]
-    chunk = min(n_rows, _chunk_rows(rows.device, channels))
+    chunk = max(1, min(n_rows, _chunk_rows(rows.device, channels)))
     values = rows.new_empty(n_rows)
     index = torch.empty(n_rows, dtype=torch.long, device=rows.device) if with_index else None
     buf = rows.new_empty(chunk, channels)
