@@ -105,6 +105,18 @@ def test_difference_branch_matches_cosine_similarity():
     torch.testing.assert_close(difference_fast(x, conv)[2], torch.ones(5, dtype=torch.float64))
 
 
+def test_float32_cosine_is_accurate_for_similar_shots():
+    """Similar consecutive shots make the Gram quadratic forms cancel; the Gram part runs in float64."""
+    torch.manual_seed(6)
+    conv = torch.nn.Conv2d(1, 32, (2, 1))
+    x = (2 * torch.rand(1, 1, 512) + 0.1 * torch.rand(20, 4, 512)).relu()
+    x[3] = 0
+    ref = difference_direct(x.double(), conv.double())
+    got = difference_fast(x, conv.float())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-6)
+
+
 def test_relation_winner_gets_gradient():
     """For a zero window the relation value is the largest bias; only that channel's bias moves."""
     cfg = ModelConfig({"cast": 8}, {"cast": 1.0}, sim_channel=6, lstm_hidden=4, fc_hidden=3)
