@@ -36,10 +36,10 @@ def main(args, params) -> None:
     for name in ("model", "shipped"):
         if name in systems:
             write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]))
-    draw(movies, systems, summary, per_movie, ckpt.threshold, plots, e.timeline_movies)
+    draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies)
     for name, res in summary.items():
         print(f"evaluate: {name:12s} " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()))
 
 
 if __name__ == "__main__":
-    run(main, stage_args(__doc__, ["movies", "split", "windows", "model", "metrics", "per_movie", "plots"]))
+    run(main, stage_args(__doc__, ["movies", "split", "windows", "model", "metrics", "per_movie", "plots", "figures"]))

@@ -49,7 +49,7 @@ def main(args, params) -> None:
 
     model, hist = fit(model_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),
                       (banks["test"], wins["test"]), device, on_epoch=on_epoch)
-    live.end()
+    # no live.end(): it would add a summary metrics.json next to the loss TSVs (metrics/train.json has it)
     plot_losses(list(range(1, t.epochs + 1)), hist.train_loss, hist.val_loss, Path(args.plots) / "loss.png",
                 test=hist.test_loss)
     threshold = validation_threshold(model, banks["val"], wins["val"], t.threshold_metric, t.eval_batch_size)

@@ -64,7 +64,7 @@ def test_dvc_repro_end_to_end(project):
     split = json.loads((project / "data/split.json").read_text())
     assert sorted(pm["model"]["AP"]) == sorted(split["test"])
     assert (project / "plots/train/loss.png").stat().st_size > 10_000
-    assert (project / "plots/eval/pr_curve.png").exists()
+    assert (project / "plots/eval/figures/pr_curve.png").exists()
     assert json.loads((project / "plots/eval/pr_model.json").read_text())[0].keys() == {"recall", "precision"}
     # a second repro does nothing
     again = sh(["dvc", "repro"], project)
