@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=3000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-sizes", default="64,256,1024")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
+    X
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     if a.threads:

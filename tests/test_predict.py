@@ -161,7 +161,9 @@ def test_csv_writes_scenes_and_probabilities_files(tmp_path, capsys):
     for i, n in enumerate([30, 12]):
         save_movie(tiny_movie(f"tt000001{i}", n, seed=10 + i), tmp_path / "movies")
     base = [str(tmp_path / "movies"), "--model", str(tmp_path / "m.pt"), "--threshold", "0.5"]
-    rc, out, _ = run_predict(base, capsys)
+    threads = torch.get_num_threads()
+    rc, out, _ = run_predict([*base, "--threads", str(threads + 1)], capsys)
+    assert torch.get_num_threads() == threads  # --threads holds only during the command
     doc = json.loads(out)
     out_csv = tmp_path / "res" / "scenes.csv"
     rc, out, err = run_predict([*base, "--format", "csv", "--out", str(out_csv)], capsys)
@@ -257,6 +259,7 @@ def test_plot_draws_one_timeline_per_movie(tmp_path, capsys):
     ("missing_checkpoint", "{nothing}: expected a sceneseg checkpoint file, found nothing"),
     ("bad_threshold", "--threshold: expected a number in [0, 1], found 1.5"),
     ("csv_without_out", "--format csv writes two files"),
+    ("bad_threads", "--threads: expected 0 (torch's default) or a positive number, found -1"),
     ("missing_input", "{nothing}: expected a MovieScenes pickle (.pkl), a converted movie folder or a folder of them, found nothing there"),
 ])
 def test_errors_are_one_clear_line_and_exit_1(tmp_path, capsys, case, message):
@@ -277,6 +280,7 @@ def test_errors_are_one_clear_line_and_exit_1(tmp_path, capsys, case, message):
         "missing_checkpoint": [str(paths["movie"]), "--model", str(paths["nothing"])],
         "bad_threshold": [str(paths["movie"]), "--model", str(tmp_path / "m.pt"), "--threshold", "1.5"],
         "csv_without_out": [str(paths["movie"]), "--model", str(tmp_path / "m.pt"), "--format", "csv"],
+        "bad_threads": [str(paths["movie"]), "--model", str(tmp_path / "m.pt"), "--threads", "-1"],
         "missing_input": [str(paths["nothing"]), "--model", str(tmp_path / "m.pt")],
     }.get(case, [str(tmp_path / "movies"), "--model", str(tmp_path / "m.pt")])
     rc, out, err = run_predict(argv, capsys)
