@@ -5,7 +5,7 @@ size (512 channels, LSTM hidden 512, fc 100, seq_len 10), saved and loaded as a 
 Times the whole command path (find, load, check, predict, scenes; JSON formatting included) on
 the chosen device, for a few batch sizes.
 
-    .venv/bin/python bench/bench_predict.py [--shots 3000] [--device auto] [--batch-sizes 64,256,1024] [--threads 0]
+    .venv/bin/python bench/bench_predict.py [--shots 3000] [--device auto] [--batch-sizes 64,256,1024] [--threads 1]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=3000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-sizes", default="64,256,1024")
-    X
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (as `sceneseg predict --threads`); 0 = torch's default")
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     if a.threads:
