@@ -340,8 +340,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (default) = CUDA, else Apple MPS, else CPU")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="sequences of transitions per inference batch (default 256)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads for torch; 0 = torch's default. Default 1: this model's many small "
-                   "operations ran 6-15x faster on one thread than on two of a busy 2-core machine")
+                   help="CPU threads for torch; 0 = torch's default. Default 1: on a busy 2-core machine two "
+                   "threads ran 6-15x slower than one (on an idle one, about 25%% faster)")
     p.set_defaults(func=run)
 
 
