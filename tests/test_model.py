@@ -243,7 +243,16 @@ def test_boundary_stays_float32_under_autocast():
     assert torch.isfinite(out).all() and torch.isfinite(plain).all()
 
 
-def test_on_available_device_matches_cpu():
+@pytest.fixture
+def no_tf32():
+    """TF32 (10-bit mantissa) in cuBLAS/cuDNN would be compared against full float32 on the CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_on_available_device_matches_cpu(no_tf32):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = small_config()
     torch.manual_seed(5)
