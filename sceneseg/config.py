@@ -64,6 +64,8 @@ class TrainParams:
     lr_decay_gamma: float
     class_weights: list[float]
     epochs: int
+    select_epoch: str
+    scale_inputs: bool
     batch_size: int
     eval_batch_size: int
     threshold_metric: str
@@ -104,6 +106,10 @@ def _check_type(key: str, value, tp):
             raise ValueError(f"params key '{key}': expected a mapping, found {value!r}")
         _, vt = typing.get_args(tp)
         return {str(k): _check_type(f"{key}.{k}", v, vt) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"params key '{key}': expected true or false, found {value!r}")
+        return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"params key '{key}': expected a number, found {value!r}")
@@ -182,6 +188,7 @@ def validate(p: Params) -> Params:
     _in_range("train.lr_decay_gamma", t.lr_decay_gamma, 0, 1, lo_open=True)
     if len(t.class_weights) != 2 or min(t.class_weights) <= 0:
         raise ValueError(f"params key 'train.class_weights': expected two positive weights, found {t.class_weights}")
+    _choice("train.select_epoch", t.select_epoch, ("best_val", "last"))
     _choice("train.threshold_metric", t.threshold_metric, ("f1", "miou", "fixed"))
     if t.threshold_metric == "miou" and p.split.val_by != "movie":
         raise ValueError("params key 'train.threshold_metric': 'miou' needs whole validation movies (split.val_by: movie), "

@@ -34,6 +34,7 @@ class Recipe:
     epochs: int = 30
     batch_size: int = 8
     eval_batch_size: int = 256
+    select_epoch: str = "best_val"  # keep the weights of the epoch with the lowest val loss | "last"
     seed: int = 0
 
 
@@ -44,7 +45,14 @@ class History:
     train_loss: list[float]
     val_loss: list[float]
     test_loss: float | None = None
+    best_epoch: int = 0  # 1-based epoch whose weights are kept
     seconds: float = 0.0
+
+
+def input_scales(bank: ShotBank) -> dict[str, float]:
+    """1 / RMS of each modality over the bank's shots (the training movies): a scalar per
+    modality, so zero (faceless) cast vectors stay zero."""
+    return {m: float(1.0 / max(f.double().pow(2).mean().sqrt().item(), 1e-12)) for m, f in bank.features.items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -93,7 +101,8 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
         raise ValueError("training: expected at least one train window, found none")
     seed_everything(recipe.seed)
     model = LGSS(model_cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    # fused Adam: the same update, ~4x faster on CPU than the per-tensor loop
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(recipe.lr_decay_epochs), gamma=recipe.lr_decay_gamma)
     weight = torch.tensor(recipe.class_weights, dtype=torch.float32, device=device)
     rng = np.random.default_rng(recipe.seed)
@@ -120,8 +129,14 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
                   f"val loss {hist.val_loss[-1]:.4f}  lr {opt.param_groups[0]['lr']:.2g}")
         if on_epoch:
             on_epoch(epoch + 1, hist.train_loss[-1], hist.val_loss[-1])
+        if recipe.select_epoch == "last" or hist.val_loss[-1] <= min(hist.val_loss):
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            hist.best_epoch = epoch + 1
     bar.close()
-    if test is not None:
+    model.load_state_dict(best)
+    if recipe.select_epoch != "last":
+        print(f"train: keeping the weights of epoch {hist.best_epoch} (lowest validation loss)")
+    if test is not None:  # once, after training (the seed's protocol)
         hist.test_loss = mean_loss(model, *test, recipe.eval_batch_size, weight)
     hist.seconds = time.perf_counter() - t0
     model.eval()

@@ -15,7 +15,7 @@ from sceneseg.movies import load_movies
 from sceneseg.plots import plot_losses
 from sceneseg.stage import run, stage_args
 from sceneseg.threshold import validation_threshold
-from sceneseg.train import Recipe, fit
+from sceneseg.train import Recipe, fit, input_scales
 from sceneseg.windows import load_windows
 
 
@@ -35,10 +35,11 @@ def main(args, params) -> None:
     dims = {m: int(banks["train"].features[m].shape[1]) for m in t.modalities}
     model_cfg = ModelConfig(feature_dims=dims, fusion_weights={m: t.fusion_weights[m] for m in t.modalities},
                             shot_num=f.shot_num, sim_channel=t.sim_channel, lstm_hidden=t.lstm_hidden,
-                            fc_hidden=t.fc_hidden)
+                            fc_hidden=t.fc_hidden, input_scale=input_scales(banks["train"]) if t.scale_inputs else None)
     recipe = Recipe(lr=t.lr, weight_decay=t.weight_decay, lr_decay_epochs=tuple(t.lr_decay_epochs),
                     lr_decay_gamma=t.lr_decay_gamma, class_weights=tuple(t.class_weights), epochs=t.epochs,
-                    batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, seed=t.seed)
+                    batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+                    select_epoch=t.select_epoch, seed=t.seed)
 
     live = Live(args.plots, dvcyaml=False, save_dvc_exp=False, report=None, resume=False)
 
@@ -59,7 +60,7 @@ def main(args, params) -> None:
     n_trans = int(wins["train"].own.sum()) * t.epochs
     summary = {
         "train_loss": hist.train_loss[-1], "val_loss": hist.val_loss[-1], "test_loss": hist.test_loss,
-        "threshold": threshold, "epochs": t.epochs,
+        "threshold": threshold, "epochs": t.epochs, "best_epoch": hist.best_epoch,
     }
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(summary, indent=2) + "\n")
