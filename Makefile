@@ -23,11 +23,12 @@ $(PLOTS_TEMPLATE): sceneseg/plots_template.py | $(STAMP)
 		$(BIN)/dvc config --local plots.html_template plots_template.html; \
 	else echo "warning: no offline plots template (npm registry unreachable?); dvc plots pages will load vega from a CDN"; fi
 
+# Stage commands call `python`: the venv's, first on PATH (as after `source .venv/bin/activate`).
 run: setup
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 plots: setup
-	$(BIN)/dvc plots show
+	PATH="$(abspath $(BIN)):$$PATH" dvc plots show
 
 test: setup
 	$(BIN)/python -m pytest -q

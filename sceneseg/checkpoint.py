@@ -72,7 +72,9 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a valid checkpoint"
-        raise ValueError(f"{path}: not a loadable sceneseg checkpoint ({type(e).__name__}: {e})") from None
+        # first line only: torch's message goes on to suggest weights_only=False, which would run code
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: not a loadable sceneseg checkpoint ({type(e).__name__}: {reason})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"{path}: expected checkpoint format {FORMAT!r}, found {found!r}")

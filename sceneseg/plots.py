@@ -154,7 +154,7 @@ def _clock(seconds: float) -> str:
 
 def plot_timeline(
     imdb_id: str,
-    gt_boundary: np.ndarray,
+    gt_boundary: np.ndarray | None,
     prob: np.ndarray,
     threshold: float,
     out: Path,
@@ -163,7 +163,11 @@ def plot_timeline(
     shots_per_row: int = 600,
 ) -> None:
     """True scenes, predicted scenes (``prob >= threshold``) and the probability curve of one movie,
-    in stacked rows of at most ``shots_per_row`` shots so a 3,000-shot movie stays readable."""
+    in stacked rows of at most ``shots_per_row`` shots so a 3,000-shot movie stays readable.
+    Without ground truth (``gt_boundary=None``, e.g. a user's own movie) only predictions are drawn."""
+    has_gt = gt_boundary is not None
+    if not has_gt:
+        gt_boundary = np.zeros(np.asarray(prob).shape, dtype=bool)
     gt, prob, end = check_movie(imdb_id, gt_boundary, prob, shot_end_frame)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"{imdb_id}: expected a threshold in [0, 1], found {threshold}")
@@ -179,29 +183,33 @@ def plot_timeline(
         axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
         for r, ax in enumerate(axes):
             lo, hi = r * per_row, min((r + 1) * per_row, n_shots)
-            ax.vlines(x[gt], 0, 1, color="#2b6a99", lw=0.6, alpha=0.45)
+            if has_gt:
+                ax.vlines(x[gt], 0, 1, color="#2b6a99", lw=0.6, alpha=0.45)
             ax.plot(x, prob, color="#333333", lw=0.8)
             ax.plot(x[pred], prob[pred], "o", ms=2.5, color="#c4661f")
             ax.axhline(threshold, color="#D55E00", ls="--", lw=1)
             _bands(ax, pred, 1.12, 0.16, PRED_BANDS)
-            _bands(ax, gt, 1.32, 0.16, TRUE_BANDS)
+            if has_gt:
+                _bands(ax, gt, 1.32, 0.16, TRUE_BANDS)
             ax.set_xlim(lo, lo + per_row)
             ax.set_ylim(0, 1.5)
-            ax.set_yticks([0, 0.5, 1, 1.2, 1.4], ["0", "0.5", "1", "predicted", "true"])
+            ticks = [0, 0.5, 1, 1.2] + ([1.4] if has_gt else [])
+            ax.set_yticks(ticks, ["0", "0.5", "1", "predicted", "true"][:len(ticks)])
             ax.grid(axis="y", visible=False)
             label = f"shots {lo}-{hi - 1}"
             if end is not None:
                 label += f"\n{_clock((end[lo - 1] + 1 if lo else 0) / fps)}-{_clock(end[hi - 1] / fps)}"
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
         axes[-1].set_xlabel("shot index (probability of a scene boundary after each shot)")
-        title = (f"{imdb_id}: {n_shots} shots, {int(gt.sum()) + 1} true scenes, "
-                 f"{int(pred.sum()) + 1} predicted at threshold {threshold:g}")
+        true_part = f"{int(gt.sum()) + 1} true scenes, " if has_gt else ""
+        title = f"{imdb_id}: {n_shots} shots, {true_part}{int(pred.sum()) + 1} predicted at threshold {threshold:g}"
         handles = [
-            Patch(color=TRUE_BANDS[0], label="true scenes"),
             Patch(color=PRED_BANDS[0], label="predicted scenes"),
             Line2D([], [], color="#333333", lw=1, label="boundary probability"),
             Line2D([], [], color="#D55E00", ls="--", label=f"threshold {threshold:g}"),
-            Line2D([], [], color="#2b6a99", lw=1, alpha=0.6, label="true boundary"),
         ]
-        fig.legend(handles=handles, loc="outside upper center", ncol=5, frameon=False, title=title, title_fontsize=13)
+        if has_gt:
+            handles[:0] = [Patch(color=TRUE_BANDS[0], label="true scenes")]
+            handles.append(Line2D([], [], color="#2b6a99", lw=1, alpha=0.6, label="true boundary"))
+        fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False, title=title, title_fontsize=13)
         _save(fig, out)

@@ -212,8 +212,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
     if plot_dir is not None and n_shots >= 2:
         from sceneseg.plots import plot_timeline
 
-        # plot_timeline needs ground truth: a movie without any is drawn as one "true" scene.
-        gt = np.zeros(n_shots - 1, bool) if movie.boundary is None else np.asarray(movie.boundary, dtype=bool)
+        gt = None if movie.boundary is None else np.asarray(movie.boundary, dtype=bool)
         plot_timeline(movie.imdb_id, gt, prob, threshold, Path(plot_dir) / f"timeline_{movie.imdb_id}.png",
                       shot_end_frame=ends)
     return record

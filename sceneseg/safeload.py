@@ -33,8 +33,8 @@ from sceneseg.validate import movie_from_dict
 MOVIE_FILE = re.compile(r"tt[^/\\]*\.pkl")
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allow-list."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle asked for a global outside the allow-list (a ValueError: bad input, exit 1)."""
 
 
 def _allowed_globals() -> dict[tuple[str, str], object]:

@@ -286,8 +286,8 @@ def test_errors_are_one_clear_line_and_exit_1(tmp_path, capsys, case, message):
     rc, out, err = run_predict(argv, capsys)
     assert rc == 1 and out == ""
     assert err.startswith("error: " + message.format(**paths)), err
-    if case != "bad_checkpoint":  # there torch's own multi-line reason follows
-        assert len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "weights_only=False" not in err  # never advise loading a checkpoint unsafely
 
 
 def test_scenes_from_probs_edges():
