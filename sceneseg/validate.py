@@ -35,10 +35,10 @@ def _as_numpy(value: object, key: str, name: str) -> np.ndarray:
     raise ValueError(f"{name}: '{key}' expected a torch tensor or numpy array, found {type(value).__name__}")
 
 
-def _check_features(d: Mapping, name: str) -> dict[str, np.ndarray]:
+def _check_features(d: Mapping, name: str, min_shots: int = 2) -> dict[str, np.ndarray]:
     features = {}
     n_shots = None
-    for key in MODALITIES:
+    for key in (m for m in MODALITIES if m in d):
         a = _as_numpy(d[key], key, name)
         dim = FEATURE_DIMS[key]
         if a.ndim != 2 or a.shape[1] != dim:
@@ -59,8 +59,11 @@ def _check_features(d: Mapping, name: str) -> dict[str, np.ndarray]:
                 f"{name}: '{key}' expected finite values, found NaN/inf in {len(bad)} shots (first: shot {bad[0]})"
             )
         features[key] = a
-    if n_shots < 2:
-        raise ValueError(f"{name}: expected at least 2 shots (one transition), found {n_shots}")
+    if n_shots is None:
+        raise ValueError(f"{name}: expected at least one of the feature keys {list(MODALITIES)}, found none")
+    if n_shots < min_shots:
+        raise ValueError(f"{name}: expected at least {min_shots} shots{' (one transition)' if min_shots == 2 else ''}, "
+                         f"found {n_shots}")
     return features
 
 
@@ -116,13 +119,15 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True) -> Movie:
     """Validate one MovieScenes movie dict (as unpickled) and convert it to a numpy ``Movie``.
 
     ``name`` is the file it came from (``.../tt0052357.pkl``): its stem must equal ``imdb_id``.
-    With ``require_labels`` the ground truth, shot end frames and shipped prediction must all be
-    present; without, each is optional (a user's own movie) but checked when present.
+    With ``require_labels`` (a data set) all four modalities, the ground truth, shot end frames and
+    shipped prediction must be present and a movie needs 2 shots; without (a user's own movie for
+    ``sceneseg predict``), labels and modalities are optional but checked when present, and one
+    shot is enough.
     """
     if not isinstance(d, Mapping):
         raise ValueError(f"{name}: expected a dict of arrays, found {type(d).__name__}")
     keys = set(d)
-    required = set(REQUIRED_KEYS) | (set(LABEL_KEYS) if require_labels else set())
+    required = set(REQUIRED_KEYS) | set(LABEL_KEYS) if require_labels else {"imdb_id"}
     missing = sorted(required - keys, key=str)
     extra = sorted(keys - set(REQUIRED_KEYS) - set(LABEL_KEYS), key=str)
     if missing:
@@ -137,7 +142,7 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True) -> Movie:
     if stem != imdb_id:
         raise ValueError(f"{name}: 'imdb_id' is {imdb_id!r} but the file name says {stem!r}")
 
-    features = _check_features(d, name)
+    features = _check_features(d, name, min_shots=2 if require_labels else 1)
     n = next(iter(features.values())).shape[0]
     return Movie(
         imdb_id=imdb_id,

@@ -92,8 +92,23 @@ def test_bad_movie_is_refused_with_a_message_naming_the_file(edit, message):
 def test_fewer_than_two_shots_is_refused():
     d = _movie(2)
     d = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim == 2 else v) for k, v in d.items()}
+    d = {k: v for k, v in d.items() if k not in ("scene_transition_boundary_ground_truth",
+                                                  "scene_transition_boundary_prediction", "shot_end_frame")}
+    d.update({"scene_transition_boundary_ground_truth": torch.zeros(0, dtype=torch.bool),
+              "scene_transition_boundary_prediction": torch.zeros(0), "shot_end_frame": torch.tensor([9])})
     with pytest.raises(ValueError, match=r"tt0000001.pkl: expected at least 2 shots \(one transition\), found 1"):
-        movie_from_dict(d, NAME, require_labels=False)
+        movie_from_dict(d, NAME)
+
+
+def test_a_users_movie_may_have_one_shot_and_fewer_modalities():
+    d = _movie(2)
+    d = {k: v[:1] for k, v in d.items() if k in ("place", "cast")} | {"imdb_id": d["imdb_id"]}
+    m = movie_from_dict(d, NAME, require_labels=False)
+    assert m.n_shots == 1 and sorted(m.features) == ["cast", "place"] and m.boundary is None
+    with pytest.raises(ValueError, match=r"missing keys \['action', 'audio'"):
+        movie_from_dict(d, NAME)
+    with pytest.raises(ValueError, match="expected at least one of the feature keys"):
+        movie_from_dict({"imdb_id": d["imdb_id"]}, NAME, require_labels=False)
 
 
 def test_not_a_dict_is_refused():
