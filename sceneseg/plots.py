@@ -47,8 +47,10 @@ def _save(fig: Figure, out: Path) -> None:
     fig.savefig(out, dpi=DPI, bbox_inches="tight", format="png")
 
 
-def plot_losses(epochs: list[int], train: list[float], val: list[float], out: Path, test: float | None = None) -> None:
-    """Train and validation loss per epoch, with the final test loss as a dashed line if given."""
+def plot_losses(epochs: list[int], train: list[float], val: list[float], out: Path, test: float | None = None,
+                kept_epoch: int | None = None) -> None:
+    """Train and validation loss per epoch, with the test loss of the kept model as a dashed line
+    and the kept epoch (e.g. the best-validation one) marked, if given."""
     if not epochs or not (len(epochs) == len(train) == len(val)):
         raise ValueError(f"plot_losses: expected equally long, non-empty epochs/train/val, found {len(epochs)}/{len(train)}/{len(val)}")
     if not all(math.isfinite(x) for x in [*train, *val, *([] if test is None else [test])]):
@@ -60,7 +62,9 @@ def plot_losses(epochs: list[int], train: list[float], val: list[float], out: Pa
         ax.plot(epochs, train, marker=marker, ms=4, lw=1.8, color="#0072B2", label="train")
         ax.plot(epochs, val, marker=marker, ms=4, lw=1.8, color="#E69F00", label="validation")
         if test is not None:
-            ax.axhline(test, ls="--", lw=1.5, color="#D55E00", label=f"test (final model) {test:.4f}")
+            ax.axhline(test, ls="--", lw=1.5, color="#D55E00", label=f"test (kept model) {test:.4f}")
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch, ls=":", lw=1.5, color="#555555", label=f"kept epoch {kept_epoch}")
         ax.set(title="Loss per epoch", xlabel="epoch", ylabel="loss (cross-entropy)")
         if len(epochs) <= 15:
             ax.set_xticks(epochs)

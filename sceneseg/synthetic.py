@@ -38,10 +38,10 @@ P_SAME_LOCATION = 0.2  # a new scene keeps the previous scene's location
 P_STAY_ON_SETUP = 0.25  # a cut goes back to the same camera set-up
 P_NO_FACE = 0.25  # a set-up that shows no face (cast = zeros)
 P_LAST_SHOT_ALONE = 0.6  # real data: 38 of 64 movies end with a one-shot scene
-SETUP_OFFSET = 1.0  # how far a camera set-up's place vector lies from its location
+SETUP_OFFSET = 2.5  # how far a camera set-up's place vector lies from its location
 BASELINE_WEIGHTS = {"place": 1.0, "action": 0.5}
 BASELINE_NOISE = 0.5
-NOISE = {"place": 4.0, "cast": 0.35, "action": 6.0, "audio": 8.0}  # per-shot noise std
+NOISE = {"place": 3.0, "cast": 0.35, "action": 4.0, "audio": 6.0}  # per-shot noise std
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def main(args, params) -> None:
                       (banks["test"], wins["test"]), device, on_epoch=on_epoch)
     # no live.end(): it would add a summary metrics.json next to the loss TSVs (metrics/train.json has it)
     plot_losses(list(range(1, t.epochs + 1)), hist.train_loss, hist.val_loss, Path(args.plots) / "loss.png",
-                test=hist.test_loss)
+                test=hist.test_loss, kept_epoch=hist.best_epoch)
     threshold = validation_threshold(model, banks["val"], wins["val"], t.threshold_metric, t.eval_batch_size)
     print(f"train: decision threshold {threshold:.3f} (chosen on validation by {t.threshold_metric})")
     save_checkpoint(Path(args.model), model, model_cfg, f.seq_len, threshold, t.threshold_metric,
