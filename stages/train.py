@@ -59,7 +59,9 @@ def main(args, params) -> None:
                     params=to_dict(params), commit=git_commit())
     n_trans = int(wins["train"].own.sum()) * t.epochs
     summary = {
-        "train_loss": hist.train_loss[-1], "val_loss": hist.val_loss[-1], "test_loss": hist.test_loss,
+        # losses of the kept epoch (the one whose weights are saved), then of the last epoch
+        "train_loss": hist.train_loss[hist.best_epoch - 1], "val_loss": hist.val_loss[hist.best_epoch - 1],
+        "test_loss": hist.test_loss, "last_train_loss": hist.train_loss[-1], "last_val_loss": hist.val_loss[-1],
         "threshold": threshold, "epochs": t.epochs, "best_epoch": hist.best_epoch,
     }
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
