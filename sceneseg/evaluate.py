@@ -66,7 +66,7 @@ def draw(movies: list[Movie], systems: dict, summary: dict, per_movie: dict, thr
             curves[name] = (np.array([p["recall"] for p in pts]), np.array([p["precision"] for p in pts]))
     plots.plot_pr_curves(curves, out / "pr_curve.png", ap={name: summary[name]["AP"] for name in curves})
     for metric in ("AP", "Miou"):
-        plots.plot_per_movie({name: pm[metric] for name, pm in per_movie.items() if name != "model_tuned"},
+        plots.plot_per_movie({name: pm[metric] for name, pm in per_movie.items() if metric in pm},
                              metric, out / f"per_movie_{metric.lower()}.png")
     for m in movies[:n_timelines]:
         plots.plot_timeline(m.imdb_id, gt[m.imdb_id], systems["model"][m.imdb_id], threshold,
