@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from collections.abc import Callable
 
 from sceneseg.config import Params, load_params
@@ -29,6 +28,4 @@ def run(main: Callable[[argparse.Namespace, Params], None], args: argparse.Names
         main(args, params)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        if "--debug" in sys.argv:
-            traceback.print_exc()
         sys.exit(1)
