@@ -18,9 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     score.add_parser(sub)
     predict.add_parser(sub)
     args = ap.parse_args(argv)
-    runners = {"score": score.run, "predict": predict.run}
     try:
-        return int(runners[args.command](args) or 0)
+        return int(args.func(args) or 0)  # each sub-command's add_parser sets func
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

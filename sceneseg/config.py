@@ -195,6 +195,9 @@ def validate(p: Params) -> Params:
                          f"found split.val_by: {p.split.val_by!r}")
     _choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))
     _in_range("train.num_threads", t.num_threads, 0, 1024)
+    for key, seed in (("data.synthetic.seed", s.seed), ("split.seed", p.split.seed), ("train.seed", t.seed),
+                      ("evaluate.chance_seed", p.evaluate.chance_seed)):
+        _in_range(key, seed, 0, 2**32 - 1)
     _in_range("evaluate.fps", p.evaluate.fps, 0, 1000, lo_open=True)
     _in_range("evaluate.recall_window_s", p.evaluate.recall_window_s, 0, 3600)
     _in_range("evaluate.timeline_movies", p.evaluate.timeline_movies, 0, 10_000)

@@ -42,6 +42,9 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
 
 def boundary_rate(movies: list[Movie]) -> float:
     """Share of transitions that are scene boundaries, pooled over ``movies``."""
+    for m in movies:
+        if m.boundary is None:
+            raise ValueError(f"movie {m.imdb_id}: expected ground-truth boundaries, found none")
     return float(np.mean(np.concatenate([np.asarray(m.boundary, dtype=bool) for m in movies])))
 
 
@@ -55,7 +58,7 @@ def pr_points(gt: dict[str, np.ndarray], prob: dict[str, np.ndarray], max_points
 
 
 def draw(movies: list[Movie], systems: dict, summary: dict, per_movie: dict, threshold: float, out: Path,
-         n_timelines: int) -> None:
+         n_timelines: int, fps: float) -> None:
     """PNG pictures: PR curves, per-movie AP and Miou bars, timelines of the first test movies."""
     out.mkdir(parents=True, exist_ok=True)
     gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
@@ -70,4 +73,4 @@ def draw(movies: list[Movie], systems: dict, summary: dict, per_movie: dict, thr
                              metric, out / f"per_movie_{metric.lower()}.png")
     for m in movies[:n_timelines]:
         plots.plot_timeline(m.imdb_id, gt[m.imdb_id], systems["model"][m.imdb_id], threshold,
-                            out / f"timeline_{m.imdb_id}.png", shot_end_frame=np.asarray(m.shot_end_frame))
+                            out / f"timeline_{m.imdb_id}.png", shot_end_frame=np.asarray(m.shot_end_frame), fps=fps)

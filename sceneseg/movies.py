@@ -111,7 +111,13 @@ def read_index(root: Path) -> dict:
     f = Path(root) / INDEX_FILE
     if not f.exists():
         raise ValueError(f"{f}: expected the index of converted movies (run the download stage), found nothing")
-    return json.loads(f.read_text())
+    try:
+        doc = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON (rerun the download stage): {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("movies"), list):
+        raise ValueError(f"{f}: expected a 'movies' list of converted movies, found {str(doc)[:80]!r}")
+    return doc
 
 
 def load_movies(root: Path, ids: list[str] | None = None, mmap: bool = True) -> list[Movie]:

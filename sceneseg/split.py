@@ -75,7 +75,12 @@ def load_split(path: Path) -> dict[str, list[str]]:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: expected the movie split (run the split stage), found nothing")
-    doc = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (rerun the split stage): {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping of train/val/test movie ids, found {type(doc).__name__}")
     for key in ("train", "val", "test"):
         if key not in doc:
             raise ValueError(f"{path}: expected key '{key}', found keys {sorted(doc)}")

@@ -22,6 +22,8 @@ def validation_threshold(model: torch.nn.Module, bank: ShotBank, val: Windows, m
         for i, mid in enumerate(bank.movie_ids):
             lo = int(bank.trans_offset[i])
             gt[mid] = bank.labels[lo:lo + int(bank.n_shots[i]) - 1].cpu().numpy().astype(bool)
+            if mid not in bank.shot_end_frame:
+                raise ValueError(f"movie {mid}: choosing a threshold by Miou needs its shot_end_frame, found none")
             ends[mid] = bank.shot_end_frame[mid]
         return float(choose_threshold(gt, prob, metric="miou", shot_end_frame=ends))
     if metric == "f1":

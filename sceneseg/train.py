@@ -7,6 +7,7 @@ the test loss is computed once after the last epoch (the seed's protocol).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
     weight = torch.tensor(recipe.class_weights, dtype=torch.float32, device=device)
     rng = np.random.default_rng(recipe.seed)
     hist = History([], [])
+    best: dict[str, torch.Tensor] | None = None
     t0 = time.perf_counter()
     n_batches = -(-len(train[1]) // recipe.batch_size)
     bar = tqdm(total=recipe.epochs * n_batches, desc="train", unit="batch", disable=not progress, dynamic_ncols=True)
@@ -129,10 +131,14 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
                   f"val loss {hist.val_loss[-1]:.4f}  lr {opt.param_groups[0]['lr']:.2g}")
         if on_epoch:
             on_epoch(epoch + 1, hist.train_loss[-1], hist.val_loss[-1])
-        if recipe.select_epoch == "last" or hist.val_loss[-1] <= min(hist.val_loss):
+        finite = [v for v in hist.val_loss if math.isfinite(v)]
+        if recipe.select_epoch == "last" or (math.isfinite(hist.val_loss[-1]) and hist.val_loss[-1] <= min(finite)):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             hist.best_epoch = epoch + 1
     bar.close()
+    if best is None:
+        raise ValueError(f"training diverged: the validation loss was not finite in any of the {recipe.epochs} "
+                         f"epochs (train.lr {recipe.lr} may be too high)")
     model.load_state_dict(best)
     if recipe.select_epoch != "last":
         print(f"train: keeping the weights of epoch {hist.best_epoch} (lowest validation loss)")

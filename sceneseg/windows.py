@@ -108,5 +108,8 @@ def load_windows(path: Path) -> Windows:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: expected a windows file (run the featurize stage), found nothing")
-    with np.load(path, allow_pickle=False) as z:
-        return Windows([str(x) for x in z["movie_ids"]], z["n_shots"], z["movie"], z["start"], z["own"])
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Windows([str(x) for x in z["movie_ids"]], z["n_shots"], z["movie"], z["start"], z["own"])
+    except (OSError, ValueError, KeyError) as e:  # not an npz, truncated, or a key missing
+        raise ValueError(f"{path}: not a readable windows file (rerun the featurize stage): {e}") from None

@@ -23,6 +23,9 @@ def main(args, params) -> None:
     device = pick_device(params.train.device)
     ckpt = load_checkpoint(Path(args.model), device)
     test = load_windows(Path(args.windows) / "test.npz")
+    if test.seq_len != ckpt.seq_len:
+        raise ValueError(f"{args.windows}/test.npz: windows of {test.seq_len} transitions, but the model in "
+                         f"{args.model} was trained on {ckpt.seq_len}: rerun featurize and train")
     movies = load_movies(Path(args.movies), test.movie_ids)
     bank = ShotBank(movies, list(ckpt.config.feature_dims), device, ckpt.config.shot_num)
     prob = predict_windows(ckpt.model, bank, test, params.train.eval_batch_size)
@@ -36,7 +39,8 @@ def main(args, params) -> None:
     for name in ("model", "shipped"):
         if name in systems:
             write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]))
-    draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies)
+    draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies,
+         e.fps)
     for name, res in summary.items():
         print(f"evaluate: {name:12s} " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()))
 

@@ -51,12 +51,12 @@ def main(args, params) -> None:
     model, hist = fit(model_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),
                       (banks["test"], wins["test"]), device, on_epoch=on_epoch)
     # no live.end(): it would add a summary metrics.json next to the loss TSVs (metrics/train.json has it)
-    plot_losses(list(range(1, t.epochs + 1)), hist.train_loss, hist.val_loss, Path(args.plots) / "loss.png",
-                test=hist.test_loss, kept_epoch=hist.best_epoch)
     threshold = validation_threshold(model, banks["val"], wins["val"], t.threshold_metric, t.eval_batch_size)
     print(f"train: decision threshold {threshold:.3f} (chosen on validation by {t.threshold_metric})")
-    save_checkpoint(Path(args.model), model, model_cfg, f.seq_len, threshold, t.threshold_metric,
-                    params=to_dict(params), commit=git_commit())
+    # the params sections this model depends on (evaluate's do not change it)
+    trained_with = {k: v for k, v in to_dict(params).items() if k != "evaluate"}
+    save_checkpoint(Path(args.model), model, model_cfg, wins["train"].seq_len, threshold, t.threshold_metric,
+                    params=trained_with, commit=git_commit())
     n_trans = int(wins["train"].own.sum()) * t.epochs
     summary = {
         # losses of the kept epoch (the one whose weights are saved), then of the last epoch
@@ -66,6 +66,8 @@ def main(args, params) -> None:
     }
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(summary, indent=2) + "\n")
+    plot_losses(list(range(1, t.epochs + 1)), hist.train_loss, hist.val_loss, Path(args.plots) / "loss.png",
+                test=hist.test_loss, kept_epoch=hist.best_epoch)
     print(f"train: {json.dumps(summary)}; {hist.seconds:.0f} s on {device}, {n_trans / hist.seconds:.0f} transitions/s")
 
 

@@ -33,6 +33,7 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["train"].update(modalities=["place", "smell"]), "'train.modalities': expected one of"),
     (lambda r: r["train"].update(modalities=["place"]), "'train.fusion_weights': expected one weight per modality"),
     (lambda r: r["train"].update(threshold_metric="miou"), "needs whole validation movies"),
+    (lambda r: r["split"].update(seed=-1), "'split.seed': expected a value in [0, 4294967295], found -1"),
 ])
 def test_bad_params_name_the_key(edit, message):
     r = raw()

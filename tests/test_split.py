@@ -51,3 +51,9 @@ def test_window_split_is_80_20_seeded(tmp_path):
     assert np.array_equal(va.start, va2.start) and np.array_equal(va.movie, va2.movie)
     save_split({"train": ["a"], "val": [], "test": ["b"]}, tmp_path / "s.json")
     assert load_split(tmp_path / "s.json")["test"] == ["b"]
+
+
+def test_a_corrupt_split_file_names_the_file(tmp_path):
+    (tmp_path / "split.json").write_text("{oops")
+    with pytest.raises(ValueError, match="split.json: not valid JSON"):
+        load_split(tmp_path / "split.json")

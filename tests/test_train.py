@@ -132,3 +132,22 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_no_finite_validation_loss_is_a_clear_error(monkeypatch):
+    import sceneseg.train as train_mod
+    movies, bank, w = setup()
+    tr, va = split_windows(w, 0.25, 0)
+    monkeypatch.setattr(train_mod, "mean_loss", lambda *a, **k: float("nan"))
+    with pytest.raises(ValueError, match="training diverged: the validation loss was not finite in any of the 2"):
+        fit(cfg(), Recipe(epochs=2, batch_size=4), (bank, tr), (bank, va), None, torch.device("cpu"), progress=False)
+
+
+def test_a_nan_epoch_does_not_stop_the_best_epoch_being_kept(monkeypatch):
+    import sceneseg.train as train_mod
+    movies, bank, w = setup()
+    tr, va = split_windows(w, 0.25, 0)
+    losses = iter([float("nan"), 0.5, 0.7])
+    monkeypatch.setattr(train_mod, "mean_loss", lambda *a, **k: next(losses))
+    _, hist = fit(cfg(), Recipe(epochs=3, batch_size=4), (bank, tr), (bank, va), None, torch.device("cpu"), progress=False)
+    assert hist.best_epoch == 2

@@ -46,3 +46,10 @@ def test_multi_movie_indices_and_round_trip(tmp_path):
         assert np.array_equal(getattr(r, k), getattr(w, k))
     with pytest.raises(ValueError, match="run the featurize stage"):
         load_windows(tmp_path / "missing.npz")
+
+
+def test_a_corrupt_windows_file_names_the_file(tmp_path):
+    bad = tmp_path / "train.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="train.npz: not a readable windows file"):
+        load_windows(bad)
