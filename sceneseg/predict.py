@@ -191,9 +191,16 @@ def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict
 
 
 def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: torch.device, batch_size: int,
-                plot_dir: Path | None = None) -> dict:
-    """Read, check and predict one movie; draw its timeline when asked. Returns its output record."""
+                plot_dir: Path | None = None, seen: dict[str, Path] | None = None) -> dict:
+    """Read, check and predict one movie; draw its timeline when asked. Returns its output record.
+
+    ``seen`` (imdb id -> source) refuses a movie read before, before any work or picture.
+    """
     movie = read_movie(src)
+    if seen is not None:
+        if movie.imdb_id in seen:
+            raise ValueError(f"{src.path}: movie {movie.imdb_id} was already read from {seen[movie.imdb_id]}")
+        seen[movie.imdb_id] = src.path
     n_shots = check_movie(movie, src.path, ckpt.config.feature_dims)
     prob = np.round(predict_movie(ckpt, movie, n_shots, device, batch_size), DECIMALS)
     ends = None if movie.shot_end_frame is None else np.asarray(movie.shot_end_frame)
@@ -240,10 +247,7 @@ def predict_input(input_path: Path, model_path: Path, threshold: float | None = 
         threshold_source = "--threshold"
     movies, seen = [], {}
     for src in sources:
-        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir)
-        if rec["imdb_id"] in seen:
-            raise ValueError(f"{src.path}: movie {rec['imdb_id']} was already read from {seen[rec['imdb_id']]}")
-        seen[rec["imdb_id"]] = src.path
+        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir, seen)
         movies.append(rec)
         if log is not None:
             log(f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes")

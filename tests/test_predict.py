@@ -295,3 +295,17 @@ def test_scenes_from_probs_edges():
     s = predict.scenes_from_probs(np.array([0.5, 0.2, 0.9]), 0.5, np.array([3, 7, 8, 20]))
     assert [(x.first_shot, x.last_shot, x.first_frame, x.last_frame, x.boundary_prob) for x in s] == [
         (0, 0, 0, 3, None), (1, 2, 4, 8, 0.5), (3, 3, 9, 20, 0.9)]
+
+
+def test_a_movie_twice_in_a_folder_is_refused_before_predicting_it_again(tmp_path, capsys, monkeypatch):
+    import sceneseg.plots
+    drawn = []
+    monkeypatch.setattr(sceneseg.plots, "plot_timeline", lambda imdb_id, *a, **k: drawn.append(imdb_id))
+    tiny_checkpoint(tmp_path / "m.pt")
+    folder = tmp_path / "movies"
+    save_movie(tiny_movie("tt0000001", 12, 0), folder)  # converted folder tt0000001/
+    write_pickle(folder, "tt0000001", 9, 1)  # the same id again, as a pickle
+    rc, out, err = run_predict([str(folder), "--model", str(tmp_path / "m.pt"), "--plot", str(tmp_path / "plots")], capsys)
+    assert rc == 1 and out == ""
+    assert "movie tt0000001 was already read from" in err
+    assert drawn == ["tt0000001"]  # the second copy was neither predicted nor drawn over the first
