@@ -1,7 +1,7 @@
 """Self-contained checkpoints: weights plus everything needed to use them.
 
-A checkpoint holds the model's own config (feature dimensions, modalities, fusion
-weights), the window geometry, the decision threshold chosen on validation, the
+A checkpoint holds the model's name (``train.model``) and its own config (for LGSS: feature
+dimensions, fusion weights, input scales, window geometry), the decision threshold chosen on validation, the
 params and the git commit it was trained from. It holds only tensors and builtins,
 so it loads with ``torch.load(weights_only=True)``: no code runs from a checkpoint.
 """
@@ -15,22 +15,32 @@ from pathlib import Path
 
 import torch
 
-from sceneseg.model import LGSS, ModelConfig
+from sceneseg.models.base import ModelKind
 
-FORMAT = "sceneseg-lgss/1"
+FORMAT = "sceneseg/2"  # any model: the model's name and its config
+LGSS_FORMAT_V1 = "sceneseg-lgss/1"  # checkpoints written before models became a choice (LGSS only)
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     """A loaded model with its metadata."""
 
-    model: LGSS
-    config: ModelConfig
-    seq_len: int
+    model: torch.nn.Module
+    kind: ModelKind  # the model's entry in sceneseg.models (train, build, predict)
+    config: dict  # the model's own config
     threshold: float
     threshold_metric: str
     params: dict
     git_commit: str
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """Modality -> dimension of the features the model reads."""
+        return self.kind.feature_dims(self.config)
+
+    def predict(self, movies: list, device: torch.device, batch_size: int) -> dict:
+        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64."""
+        return self.kind.predict(self.model, self.config, movies, device, batch_size)
 
 
 def git_commit(cwd: Path | str = ".") -> str:
@@ -44,15 +54,15 @@ def git_commit(cwd: Path | str = ".") -> str:
         return "unknown"
 
 
-def save_checkpoint(path: Path, model: LGSS, config: ModelConfig, seq_len: int, threshold: float,
+def save_checkpoint(path: Path, model_name: str, model: torch.nn.Module, config: dict, threshold: float,
                     threshold_metric: str, params: dict, commit: str) -> None:
     """Write a checkpoint atomically (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
-        "model_config": config.to_dict(),
-        "seq_len": int(seq_len),
+        "model": model_name,
+        "model_config": config,
         "threshold": float(threshold),
         "threshold_metric": threshold_metric,
         "params": params,
@@ -60,30 +70,40 @@ def save_checkpoint(path: Path, model: LGSS, config: ModelConfig, seq_len: int, 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(doc, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(doc, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True``) and rebuild the model in eval mode."""
+    from sceneseg.models import MODELS
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: expected a sceneseg checkpoint file, found nothing")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a valid checkpoint"
-        # first line only: torch's message goes on to suggest weights_only=False, which would run code
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(f"{path}: not a loadable sceneseg checkpoint ({type(e).__name__}: {reason})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        # no word of torch's message: it goes on to advise weights_only=False, which would run the file's code
+        raise ValueError(f"{path}: not a sceneseg checkpoint (it holds more than tensors and plain values, or is "
+                         f"damaged: {type(e).__name__}); it was not loaded. Checkpoints come from this "
+                         f"pipeline's train stage (models/model.pt after dvc repro)") from None
+    if isinstance(doc, dict) and doc.get("format") == LGSS_FORMAT_V1:
+        doc = {**doc, "model": "lgss", "model_config": {"net": doc["model_config"], "seq_len": doc["seq_len"]}}
+    elif not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"{path}: expected checkpoint format {FORMAT!r}, found {found!r}")
-    config = ModelConfig.from_dict(doc["model_config"])
-    model = LGSS(config)
+    if doc.get("model") not in MODELS:
+        raise ValueError(f"{path}: a checkpoint of model {doc.get('model')!r}, expected one of {', '.join(MODELS)}")
+    kind = MODELS[doc["model"]]
+    model = kind.build(doc["model_config"])
     try:
         model.load_state_dict(doc["state_dict"])
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit the stored model config: {e}") from None
     model.to(device).eval()
-    return Checkpoint(model, config, int(doc["seq_len"]), float(doc["threshold"]), str(doc["threshold_metric"]),
+    return Checkpoint(model, kind, doc["model_config"], float(doc["threshold"]), str(doc["threshold_metric"]),
                       doc["params"], str(doc["git_commit"]))

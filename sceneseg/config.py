@@ -13,7 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from sceneseg.movies import MODALITIES
 
 
 @dataclass(frozen=True)
@@ -22,6 +21,10 @@ class SyntheticParams:
     min_shots: int
     max_shots: int
     seed: int
+    noise: float
+    min_setups: int
+    max_setups: int
+    scale_spread: float
 
 
 @dataclass(frozen=True)
@@ -53,19 +56,11 @@ class FeaturizeParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    modalities: list[str]
-    fusion_weights: dict[str, float]
-    sim_channel: int
-    lstm_hidden: int
-    fc_hidden: int
-    lr: float
-    weight_decay: float
-    lr_decay_epochs: list[int]
-    lr_decay_gamma: float
-    class_weights: list[float]
+    """What every model's training shares; each model's own keys live in its own section."""
+
+    model: str
+    lr: float | None  # None: the model's own default (its section's ``lr``)
     epochs: int
-    select_epoch: str
-    scale_inputs: bool
     batch_size: int
     eval_batch_size: int
     threshold_metric: str
@@ -80,6 +75,8 @@ class EvaluateParams:
     recall_window_s: float
     chance_seed: int
     timeline_movies: int
+    stacked_widths: list[int]
+    stacked_c: float
 
 
 @dataclass(frozen=True)
@@ -89,11 +86,23 @@ class Params:
     featurize: FeaturizeParams
     train: TrainParams
     evaluate: EvaluateParams
+    models: dict  # model name -> its params dataclass (the top-level section named after the model)
+
+    @property
+    def model(self):
+        """The params section of the model that ``train.model`` selects."""
+        return self.models[self.train.model]
 
 
 def _check_type(key: str, value, tp):
     """Return ``value`` converted to ``tp`` or raise a ValueError naming ``key``."""
     origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin is list:
@@ -128,6 +137,8 @@ def _check_type(key: str, value, tp):
 def _build(cls, raw, prefix: str):
     if not isinstance(raw, dict):
         raise ValueError(f"params key '{prefix}': expected a mapping, found {raw!r}")
+    if cls is Params:
+        return _build_params(raw)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -143,12 +154,34 @@ def _build(cls, raw, prefix: str):
     return cls(**kwargs)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+def _build_params(raw: dict) -> Params:
+    """The stage sections, then one section per registered model (named after it)."""
+    from sceneseg.models import MODELS  # the registry; models import config, not the reverse at import time
+
+    stages = [f.name for f in dataclasses.fields(Params) if f.name != "models"]
+    for key in raw:
+        if key not in stages and key not in MODELS:
+            raise ValueError(f"unknown params key '{key}': expected one of {', '.join(stages + list(MODELS))}")
+    hints = typing.get_type_hints(Params)
+    kwargs = {}
+    for name in stages:
+        if name not in raw:
+            raise ValueError(f"params key '{name}' is missing")
+        kwargs[name] = _check_type(name, raw[name], hints[name])
+    models = {}
+    for name, kind in MODELS.items():
+        if name not in raw:
+            raise ValueError(f"params key '{name}' (the section of model {name!r}) is missing")
+        models[name] = _build(kind.Params, raw[name], name)
+    return Params(**kwargs, models=models)
+
+
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"params key '{key}': expected one of {', '.join(allowed)}, found {value!r}")
 
 
-def _in_range(key: str, value: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+def check_range(key: str, value: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
     bad = value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi)
     if bad:
         lb, hb = ("(" if lo_open else "["), (")" if hi_open else "]")
@@ -157,50 +190,50 @@ def _in_range(key: str, value: float, lo: float, hi: float, lo_open: bool = Fals
 
 def validate(p: Params) -> Params:
     """Range and choice checks that types alone cannot express."""
-    _choice("data.source", p.data.source, ("synthetic", "moviescenes", "local"))
+    check_choice("data.source", p.data.source, ("synthetic", "moviescenes", "local"))
     s = p.data.synthetic
-    _in_range("data.synthetic.n_movies", s.n_movies, 2, 10_000)
-    _in_range("data.synthetic.min_shots", s.min_shots, 2, 100_000)
-    _in_range("data.synthetic.max_shots", s.max_shots, s.min_shots, 100_000)
-    _in_range("data.timeout_s", p.data.timeout_s, 0, 3600, lo_open=True)
-    _in_range("data.retries", p.data.retries, 0, 100)
-    _in_range("split.test_fraction", p.split.test_fraction, 0, 1, lo_open=True, hi_open=True)
-    _choice("split.test_movies", p.split.test_movies, ("last", "random"))
-    _in_range("split.val_fraction", p.split.val_fraction, 0, 1, lo_open=True, hi_open=True)
-    _choice("split.val_by", p.split.val_by, ("window", "movie"))
+    check_range("data.synthetic.n_movies", s.n_movies, 2, 10_000)
+    check_range("data.synthetic.min_shots", s.min_shots, 2, 100_000)
+    check_range("data.synthetic.max_shots", s.max_shots, s.min_shots, 100_000)
+    check_range("data.synthetic.noise", s.noise, 0, 100, lo_open=True)
+    check_range("data.synthetic.min_setups", s.min_setups, 1, 20)
+    check_range("data.synthetic.max_setups", s.max_setups, s.min_setups, 20)
+    check_range("data.synthetic.scale_spread", s.scale_spread, 0, 6)
+    check_range("data.timeout_s", p.data.timeout_s, 0, 3600, lo_open=True)
+    check_range("data.retries", p.data.retries, 0, 100)
+    check_range("split.test_fraction", p.split.test_fraction, 0, 1, lo_open=True, hi_open=True)
+    check_choice("split.test_movies", p.split.test_movies, ("last", "random"))
+    check_range("split.val_fraction", p.split.val_fraction, 0, 1, lo_open=True, hi_open=True)
+    check_choice("split.val_by", p.split.val_by, ("window", "movie"))
     if p.featurize.shot_num < 2 or p.featurize.shot_num % 2:
         raise ValueError(f"params key 'featurize.shot_num': expected an even number >= 2, found {p.featurize.shot_num}")
-    _in_range("featurize.seq_len", p.featurize.seq_len, 1, 10_000)
+    check_range("featurize.seq_len", p.featurize.seq_len, 1, 10_000)
     t = p.train
-    if not t.modalities or len(set(t.modalities)) != len(t.modalities):
-        raise ValueError(f"params key 'train.modalities': expected distinct names from {MODALITIES}, found {t.modalities}")
-    for m in t.modalities:
-        _choice("train.modalities", m, MODALITIES)
-    if set(t.fusion_weights) != set(t.modalities):
-        raise ValueError(
-            f"params key 'train.fusion_weights': expected one weight per modality {t.modalities}, "
-            f"found weights for {sorted(t.fusion_weights)}"
-        )
-    for key in ("sim_channel", "lstm_hidden", "fc_hidden", "epochs", "batch_size", "eval_batch_size"):
-        _in_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
-    _in_range("train.lr", t.lr, 0, 10, lo_open=True)
-    _in_range("train.weight_decay", t.weight_decay, 0, 1)
-    _in_range("train.lr_decay_gamma", t.lr_decay_gamma, 0, 1, lo_open=True)
-    if len(t.class_weights) != 2 or min(t.class_weights) <= 0:
-        raise ValueError(f"params key 'train.class_weights': expected two positive weights, found {t.class_weights}")
-    _choice("train.select_epoch", t.select_epoch, ("best_val", "last"))
-    _choice("train.threshold_metric", t.threshold_metric, ("f1", "miou", "fixed"))
+    from sceneseg.models import MODELS
+
+    check_choice("train.model", t.model, tuple(MODELS))
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        check_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
+    if t.lr is not None:
+        check_range("train.lr", t.lr, 0, 10, lo_open=True)
+    check_choice("train.threshold_metric", t.threshold_metric, ("f1", "miou", "fixed"))
     if t.threshold_metric == "miou" and p.split.val_by != "movie":
         raise ValueError("params key 'train.threshold_metric': 'miou' needs whole validation movies (split.val_by: movie), "
                          f"found split.val_by: {p.split.val_by!r}")
-    _choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))
-    _in_range("train.num_threads", t.num_threads, 0, 1024)
+    for name, kind in MODELS.items():
+        kind.validate_params(p.models[name], name)
+    check_choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))
+    check_range("train.num_threads", t.num_threads, 0, 1024)
     for key, seed in (("data.synthetic.seed", s.seed), ("split.seed", p.split.seed), ("train.seed", t.seed),
                       ("evaluate.chance_seed", p.evaluate.chance_seed)):
-        _in_range(key, seed, 0, 2**32 - 1)
-    _in_range("evaluate.fps", p.evaluate.fps, 0, 1000, lo_open=True)
-    _in_range("evaluate.recall_window_s", p.evaluate.recall_window_s, 0, 3600)
-    _in_range("evaluate.timeline_movies", p.evaluate.timeline_movies, 0, 10_000)
+        check_range(key, seed, 0, 2**32 - 1)
+    check_range("evaluate.fps", p.evaluate.fps, 0, 1000, lo_open=True)
+    check_range("evaluate.recall_window_s", p.evaluate.recall_window_s, 0, 3600)
+    check_range("evaluate.timeline_movies", p.evaluate.timeline_movies, 0, 10_000)
+    ws = p.evaluate.stacked_widths
+    if not ws or len(set(ws)) != len(ws) or min(ws) < 1 or max(ws) > 256:
+        raise ValueError(f"params key 'evaluate.stacked_widths': expected distinct widths in [1, 256], found {ws}")
+    check_range("evaluate.stacked_c", p.evaluate.stacked_c, 0, 1e6, lo_open=True)
     return p
 
 

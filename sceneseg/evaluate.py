@@ -10,32 +10,39 @@ from sklearn.metrics import precision_recall_curve
 from sceneseg import metrics, plots
 from sceneseg.movies import Movie
 
-SCALARS = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@3s")
-AT_THRESHOLD = ("Miou", "Precision", "Recall", "F1", "Recall@3s")
-
+PR_SYSTEMS = ("model", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
 
 def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], threshold: float, fps: float,
-                  window_s: float, chance_seed: int, chance_rate: float
+                  window_s: float, chance_seed: int, chance_rate: float,
+                  stacked: tuple[dict[str, np.ndarray], float] | None = None,
                   ) -> tuple[dict, dict, dict[str, dict[str, np.ndarray]]]:
-    """Eluvio metrics of the model (at 0.5 and at the validation threshold), the shipped
-    predictions and a chance-level predictor (random boundaries at ``chance_rate``, the
-    training movies' boundary rate), all on the same movies with the same code.
+    """Eluvio metrics of the model (at 0.5 and at its validation threshold), the stacked reference
+    (``(probabilities, its validation threshold)``), the shipped predictions and a chance-level
+    predictor (random boundaries at ``chance_rate``, the training movies' boundary rate), all on
+    the same movies with the same code.
 
     Returns (summary metrics, per-movie metrics, probabilities per system).
     """
+    scalars = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", metrics.recall_key(window_s))
     gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
     ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in movies}
     systems = {"model": model_prob}
+    thresholds = {"model": 0.5}
+    if stacked is not None:
+        systems["stacked"], thresholds["stacked"] = stacked
     if all(m.baseline is not None for m in movies):
         systems["shipped"] = {m.imdb_id: np.asarray(m.baseline, dtype=np.float64) for m in movies}
     systems["chance"] = metrics.chance_predictions(gt, chance_seed, rate=chance_rate)
     summary, per_movie = {}, {}
     for name, prob in systems.items():
-        res = metrics.evaluate(gt, prob, ends, threshold=0.5, fps=fps, window_s=window_s)
-        summary[name] = {k: float(res[k]) for k in SCALARS}
+        thr = thresholds.get(name, 0.5)
+        res = metrics.evaluate(gt, prob, ends, threshold=thr, fps=fps, window_s=window_s)
+        summary[name] = {k: float(res[k]) for k in scalars}
+        if name in thresholds and name != "model":
+            summary[name]["threshold"] = float(thr)
         per_movie[name] = {"AP": res["AP_dict"], "Miou": res["Miou_dict"]}
     tuned = metrics.evaluate(gt, model_prob, ends, threshold=threshold, fps=fps, window_s=window_s)
-    summary["model_tuned"] = {"threshold": float(threshold), **{k: float(tuned[k]) for k in AT_THRESHOLD}}
+    summary["model_tuned"] = {"threshold": float(threshold), **{k: float(tuned[k]) for k in scalars[2:]}}
     per_movie["model_tuned"] = {"Miou": tuned["Miou_dict"]}
     return summary, per_movie, systems
 
@@ -63,7 +70,7 @@ def draw(movies: list[Movie], systems: dict, summary: dict, per_movie: dict, thr
     out.mkdir(parents=True, exist_ok=True)
     gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
     curves = {}
-    for name in ("model", "shipped"):
+    for name in PR_SYSTEMS:
         if name in systems:
             pts = pr_points(gt, systems[name], max_points=2000)
             curves[name] = (np.array([p["recall"] for p in pts]), np.array([p["precision"] for p in pts]))

@@ -179,6 +179,11 @@ def _ap(gt: np.ndarray, prob: np.ndarray) -> float:
     return float(average_precision_score(gt, prob))
 
 
+def recall_key(window_s: float) -> str:
+    """Name of the Recall@Ns metric for a window of ``window_s`` seconds ("Recall@3s", "Recall@2.5s")."""
+    return f"Recall@{window_s:g}s"
+
+
 def evaluate(
     gt: dict[str, np.ndarray],
     prob: dict[str, np.ndarray],
@@ -201,7 +206,7 @@ def evaluate(
         per["Miou"][name] = miou(g, pred, end)
         per["Precision"][name], per["Recall"][name], per["F1"][name] = precision_recall_f1(g, pred)
         per["R@"][name] = recall_at_seconds(g, pred, end, fps, window_s)
-    recall_key = f"Recall@{window_s:g}s"
+    key = recall_key(window_s)
 
     def mean(d: dict[str, float]) -> float:
         return float(np.mean(list(d.values())))
@@ -215,11 +220,11 @@ def evaluate(
         "F1": mean(per["F1"]),
         "AP_dict": ap_dict,
         "Miou_dict": per["Miou"],
-        recall_key: mean(per["R@"]),
+        key: mean(per["R@"]),
         "Precision_dict": per["Precision"],
         "Recall_dict": per["Recall"],
         "F1_dict": per["F1"],
-        f"{recall_key}_dict": per["R@"],
+        f"{key}_dict": per["R@"],
     }
 
 

@@ -146,12 +146,7 @@ def predict_movie(ckpt: Checkpoint, movie: Movie, n_shots: int, device: torch.de
     """Boundary probability of each of the N-1 transitions of one checked movie: [N-1] float64."""
     if n_shots < 2:
         return np.zeros(0, dtype=np.float64)  # one shot: no transition, no model call
-    from sceneseg.inference import ShotBank, predict_windows
-    from sceneseg.windows import build_windows
-
-    bank = ShotBank([movie], list(ckpt.config.feature_dims), device, ckpt.config.shot_num)
-    windows = build_windows([movie.imdb_id], [n_shots], ckpt.seq_len)
-    return predict_windows(ckpt.model, bank, windows, batch_size)[movie.imdb_id]
+    return ckpt.predict([movie], device, batch_size)[movie.imdb_id]
 
 
 def scenes_from_probs(prob: np.ndarray, threshold: float, shot_end_frame: np.ndarray | None = None) -> list[Scene]:
@@ -201,7 +196,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
         if movie.imdb_id in seen:
             raise ValueError(f"{src.path}: movie {movie.imdb_id} was already read from {seen[movie.imdb_id]}")
         seen[movie.imdb_id] = src.path
-    n_shots = check_movie(movie, src.path, ckpt.config.feature_dims)
+    n_shots = check_movie(movie, src.path, ckpt.feature_dims)
     prob = np.round(predict_movie(ckpt, movie, n_shots, device, batch_size), DECIMALS)
     ends = None if movie.shot_end_frame is None else np.asarray(movie.shot_end_frame)
     scenes = scenes_from_probs(prob, threshold, ends)
@@ -210,6 +205,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
         "source": str(src.path),
         "n_shots": n_shots,
         "n_scenes": len(scenes),
+        "inputs": ckpt.kind.inputs_used(ckpt.config, movie),
         "scenes": [vars(s) for s in scenes],
         "boundary_prob": prob.tolist(),
     }
@@ -250,12 +246,12 @@ def predict_input(input_path: Path, model_path: Path, threshold: float | None = 
         rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir, seen)
         movies.append(rec)
         if log is not None:
-            log(f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes")
+            log(f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes "
+                f"(inputs: {', '.join(rec['inputs'])})")
     return {
         "model": str(model_path),
-        "modalities": list(ckpt.config.feature_dims),
-        "seq_len": ckpt.seq_len,
-        "shot_num": ckpt.config.shot_num,
+        "model_kind": ckpt.kind.name,
+        "modalities": list(ckpt.feature_dims),
         "threshold": float(threshold),
         "threshold_source": threshold_source,
         "device": str(device),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneseg.windows import Windows
+from sceneseg.windows import Windows, build_windows
 
 
 def split_movies(movie_ids: list[str], test_fraction: float, test_movies: str, val_fraction: float,
@@ -60,6 +60,22 @@ def split_windows(w: Windows, val_fraction: float, seed: int) -> tuple[Windows, 
     val_rows = np.sort(perm[:n_val])
     train_rows = np.sort(perm[n_val:])
     return w.subset(train_rows), w.subset(val_rows)
+
+
+def split_all_windows(split: dict[str, list[str]], n_shots: dict[str, int], seq_len: int, val_by: str,
+                      val_fraction: float, seed: int) -> dict[str, Windows]:
+    """Train / val / test windows of a movie split: with ``val_by: window`` the val windows are a
+    random share of the train movies' windows (the seed's way), otherwise the val movies' windows."""
+
+    def windows(ids: list[str]) -> Windows:
+        return build_windows(ids, [n_shots[i] for i in ids], seq_len)
+
+    train = windows(split["train"])
+    if val_by == "window":
+        train, val = split_windows(train, val_fraction, seed)
+    else:
+        val = windows(split["val"])
+    return {"train": train, "val": val, "test": windows(split["test"])}
 
 
 def save_split(split: dict, path: Path) -> None:

@@ -52,6 +52,12 @@ class SyntheticSpec:
     min_shots: int
     max_shots: int
     seed: int
+    # Generator settings (defaults: the built-in sample). Other values make sets with other
+    # statistics, for checking that a model does not only fit one generator.
+    noise: float = 1.0  # multiplies every modality's per-shot noise
+    min_setups: int = 2  # camera set-ups per scene, drawn in [min_setups, max_setups]
+    max_setups: int = 3
+    scale_spread: float = 0.0  # each movie's modality times 10**U(-s, s): feature scales differ between movies
 
     def __post_init__(self) -> None:
         if self.n_movies < 1:
@@ -61,6 +67,11 @@ class SyntheticSpec:
                 f"synthetic.min_shots/max_shots: expected 2 <= min_shots <= max_shots, "
                 f"got {self.min_shots} and {self.max_shots}"
             )
+        if not 1 <= self.min_setups <= self.max_setups:
+            raise ValueError(f"synthetic.min_setups/max_setups: expected 1 <= min_setups <= max_setups, "
+                             f"got {self.min_setups} and {self.max_setups}")
+        if not self.noise > 0 or not self.scale_spread >= 0:
+            raise ValueError(f"synthetic.noise / scale_spread: expected > 0 and >= 0, got {self.noise} and {self.scale_spread}")
 
 
 def synthetic_ids(n_movies: int, seed: int) -> list[str]:
@@ -86,6 +97,8 @@ def _scene_lengths(rng: np.random.Generator, n_shots: int) -> np.ndarray:
 def _setup_sequence(rng: np.random.Generator, length: int, n_setups: int) -> np.ndarray:
     """Camera set-up index of each shot of one scene: cuts mostly switch set-up."""
     seq = np.empty(length, dtype=np.int64)
+    if n_setups == 1:
+        return np.zeros(length, dtype=np.int64)
     seq[0] = rng.integers(n_setups)
     switch = rng.random(length) >= P_STAY_ON_SETUP
     step = rng.integers(1, n_setups, size=length)  # to another set-up
@@ -115,8 +128,13 @@ def _baseline_prediction(rng: np.random.Generator, feats: dict[str, np.ndarray])
     return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-def generate_movie(rng: np.random.Generator, imdb_id: str, n_shots: int) -> dict:
-    """One synthetic movie as the MovieScenes pickle dict (torch tensors, real dims and dtypes)."""
+def generate_movie(rng: np.random.Generator, imdb_id: str, n_shots: int, noise: float = 1.0,
+                   setups: tuple[int, int] = (2, 3), scales: dict[str, float] | None = None) -> dict:
+    """One synthetic movie as the MovieScenes pickle dict (torch tensors, real dims and dtypes).
+
+    ``noise`` multiplies the per-shot noise, ``setups`` bounds the camera set-ups per scene and
+    ``scales`` multiplies each modality (after the shipped prediction is made from the raw ones).
+    """
     if n_shots < 2:
         raise ValueError(f"n_shots: expected >= 2, got {n_shots}")
     lengths = _scene_lengths(rng, n_shots)
@@ -141,7 +159,7 @@ def generate_movie(rng: np.random.Generator, imdb_id: str, n_shots: int) -> dict
     setup_place, setup_char, shot_setup, shot_scene = [], [], [], []
     n_setups_total = 0
     for k, length in enumerate(lengths):
-        n_setups = int(rng.integers(2, 4))
+        n_setups = int(rng.integers(setups[0], setups[1] + 1))
         cast = rng.choice(n_chars, size=min(n_setups, n_chars), replace=False, p=popularity)
         for s in range(n_setups):
             setup_place.append(locations[scene_loc[k]] + SETUP_OFFSET * _normal(rng, (dims["place"],)))
@@ -153,24 +171,28 @@ def generate_movie(rng: np.random.Generator, imdb_id: str, n_shots: int) -> dict
     scene_of = np.concatenate(shot_scene)  # [N] scene index per shot
 
     # [N, 2048] non-negative like pooled ResNet features (ReLU of set-up vector + noise).
-    place = np.stack(setup_place)[setup_of] + NOISE["place"] * _normal(rng, (n_shots, dims["place"]))
+    nz = {k: v * noise for k, v in NOISE.items()}
+    place = np.stack(setup_place)[setup_of] + nz["place"] * _normal(rng, (n_shots, dims["place"]))
     place = np.maximum(place, 0.0, dtype=np.float32)
     char_of = np.asarray(setup_char)[setup_of]
     cast = np.where(char_of[:, None] >= 0, chars[np.maximum(char_of, 0)], 0.0).astype(np.float32)
-    cast += (char_of[:, None] >= 0) * NOISE["cast"] * _normal(rng, (n_shots, dims["cast"])) / np.sqrt(dims["cast"])
-    action = _normal(rng, (n_scenes, dims["action"]))[scene_of] + NOISE["action"] * _normal(rng, (n_shots, dims["action"]))
-    audio = _normal(rng, (n_scenes, dims["audio"]))[scene_of] + NOISE["audio"] * _normal(rng, (n_shots, dims["audio"]))
+    cast += (char_of[:, None] >= 0) * nz["cast"] * _normal(rng, (n_shots, dims["cast"])) / np.sqrt(dims["cast"])
+    action = _normal(rng, (n_scenes, dims["action"]))[scene_of] + nz["action"] * _normal(rng, (n_shots, dims["action"]))
+    audio = _normal(rng, (n_scenes, dims["audio"]))[scene_of] + nz["audio"] * _normal(rng, (n_shots, dims["audio"]))
     feats = {"place": place, "cast": cast.astype(np.float32), "action": action, "audio": audio}
 
     boundary = np.zeros(n_shots - 1, dtype=bool)
     boundary[np.cumsum(lengths)[:-1] - 1] = True  # a scene ends after its last shot
     shot_frames = rng.integers(1 * FPS, 10 * FPS + 1, size=n_shots)
+    shipped = _baseline_prediction(rng, feats)
+    if scales is not None:
+        feats = {name: a * np.float32(scales[name]) for name, a in feats.items()}
     return {
         "imdb_id": imdb_id,
         **{name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for name, a in feats.items()},
         GT_KEY: torch.from_numpy(boundary),
         END_FRAME_KEY: torch.from_numpy(np.cumsum(shot_frames) - 1),
-        PRED_KEY: torch.from_numpy(_baseline_prediction(rng, feats)),
+        PRED_KEY: torch.from_numpy(shipped),
     }
 
 
@@ -182,8 +204,12 @@ def write_synthetic_pickles(spec: SyntheticSpec, folder: Path) -> list[Path]:
     for i, imdb_id in enumerate(synthetic_ids(spec.n_movies, spec.seed)):
         rng = np.random.default_rng([spec.seed, 2, i])  # one stream per movie: order-independent
         n_shots = int(rng.integers(spec.min_shots, spec.max_shots + 1))
+        scales = None
+        if spec.scale_spread > 0:  # its own stream, so the default sample's draws are unchanged
+            exps = np.random.default_rng([spec.seed, 3, i]).uniform(-spec.scale_spread, spec.scale_spread, len(FEATURE_DIMS))
+            scales = {name: float(10.0 ** e) for name, e in zip(FEATURE_DIMS, exps)}
         path = folder / f"{imdb_id}.pkl"
         with open(path, "wb") as f:
-            pickle.dump(generate_movie(rng, imdb_id, n_shots), f)
+            pickle.dump(generate_movie(rng, imdb_id, n_shots, spec.noise, (spec.min_setups, spec.max_setups), scales), f)
         paths.append(path)
     return paths

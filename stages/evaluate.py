@@ -1,14 +1,16 @@
 """Stage evaluate: predict every transition of every test movie; Eluvio metrics of the model,
-the shipped predictions and a chance baseline; PR curve data and pictures."""
+the stacked reference, the shipped predictions and a chance baseline; PR curve data and pictures."""
 
 import json
 from pathlib import Path
 
 from sceneseg.checkpoint import load_checkpoint
-from sceneseg.evaluate import boundary_rate, draw, pr_points, score_systems
-from sceneseg.inference import ShotBank, pick_device, predict_windows
+from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, pr_points, score_systems
+from sceneseg.inference import pick_device
+from sceneseg.models.base import owned_transitions
 from sceneseg.movies import load_movies
 from sceneseg.split import load_split
+from sceneseg.stacked import fit_stacked
 from sceneseg.stage import run, stage_args
 from sceneseg.windows import load_windows
 
@@ -22,21 +24,29 @@ def main(args, params) -> None:
     e = params.evaluate
     device = pick_device(params.train.device)
     ckpt = load_checkpoint(Path(args.model), device)
-    test = load_windows(Path(args.windows) / "test.npz")
-    if test.seq_len != ckpt.seq_len:
-        raise ValueError(f"{args.windows}/test.npz: windows of {test.seq_len} transitions, but the model in "
-                         f"{args.model} was trained on {ckpt.seq_len}: rerun featurize and train")
-    movies = load_movies(Path(args.movies), test.movie_ids)
-    bank = ShotBank(movies, list(ckpt.config.feature_dims), device, ckpt.config.shot_num)
-    prob = predict_windows(ckpt.model, bank, test, params.train.eval_batch_size)
-    train_rate = boundary_rate(load_movies(Path(args.movies), load_split(Path(args.split))["train"]))
+    wins = {n: load_windows(Path(args.windows) / f"{n}.npz") for n in ("train", "val", "test")}
+    seq_len = ckpt.config.get("seq_len")
+    if seq_len is not None and wins["test"].seq_len != seq_len:
+        raise ValueError(f"{args.windows}/test.npz: windows of {wins['test'].seq_len} transitions, but the model in "
+                         f"{args.model} was trained on {seq_len}: rerun featurize and train")
+    split = load_split(Path(args.split))
+    movies = load_movies(Path(args.movies), wins["test"].movie_ids)
+    prob = ckpt.predict(movies, device, params.train.eval_batch_size)
+    train_movies = load_movies(Path(args.movies), split["train"])
+    # the stacked reference: fitted on the transitions the model trained on, threshold on its validation ones
+    whole_val = wins["val"].movie_ids != wins["train"].movie_ids
+    ref = fit_stacked(load_movies(Path(args.movies), wins["train"].movie_ids), owned_transitions(wins["train"]),
+                      load_movies(Path(args.movies), wins["val"].movie_ids),
+                      None if whole_val else owned_transitions(wins["val"]), list(ckpt.feature_dims),
+                      tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric)
     summary, per_movie, systems = score_systems(movies, prob, ckpt.threshold, e.fps, e.recall_window_s,
-                                                e.chance_seed, train_rate)
+                                                e.chance_seed, boundary_rate(train_movies),
+                                                stacked=(ref.predict(movies), ref.threshold))
     write_json(Path(args.metrics), summary)
     write_json(Path(args.per_movie), per_movie)
     plots = Path(args.plots)
     gt = {m.imdb_id: m.boundary for m in movies}
-    for name in ("model", "shipped"):
+    for name in PR_SYSTEMS:
         if name in systems:
             write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]))
     draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies,

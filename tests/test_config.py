@@ -14,10 +14,12 @@ def raw():
 
 def test_project_params_parse_with_the_published_recipe():
     p = load_params(ROOT / "params.yaml")
-    t = p.train
-    assert (t.lr, t.weight_decay, t.lr_decay_epochs, t.lr_decay_gamma) == (0.01, 0.0005, [15], 0.1)
-    assert (t.class_weights, t.epochs, t.batch_size) == ([0.5, 5.0], 30, 8)
-    assert t.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}
+    t, lg = p.train, p.models["lgss"]
+    assert (t.model, t.lr, t.epochs, t.batch_size) == ("simseq", None, 30, 8)
+    assert (lg.lr, lg.weight_decay, lg.lr_decay_epochs, lg.lr_decay_gamma) == (0.01, 0.0005, [15], 0.1)
+    assert lg.class_weights == [0.5, 5.0]
+    assert lg.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}
+    assert p.model is p.models["simseq"]
     assert (p.featurize.shot_num, p.featurize.seq_len) == (4, 10)
     assert p.data.source == "synthetic"
 
@@ -30,14 +32,24 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["train"].update(epochs=0), "'train.epochs': expected a value in"),
     (lambda r: r["train"].pop("seed"), "'train.seed' is missing"),
     (lambda r: r["featurize"].update(shot_num=3), "'featurize.shot_num': expected an even number"),
-    (lambda r: r["train"].update(modalities=["place", "smell"]), "'train.modalities': expected one of"),
-    (lambda r: r["train"].update(modalities=["place"]), "'train.fusion_weights': expected one weight per modality"),
+    (lambda r: r["lgss"].update(modalities=["place", "smell"]), "'lgss.modalities': expected one of"),
+    (lambda r: r["lgss"].update(modalities=["place"]), "'lgss.fusion_weights': expected one weight per modality"),
+    (lambda r: r["simseq"].update(widths=[0, 2]), "'simseq.widths': expected distinct widths"),
+    (lambda r: r["simseq"].update(hidden=0), "'simseq.hidden': expected a value in"),
+    (lambda r: r["train"].update(model="bert"), "'train.model': expected one of simseq, lgss, found 'bert'"),
+    (lambda r: r["train"].update(lr=None), None),
+    (lambda r: r.pop("lgss"), "params key 'lgss' (the section of model 'lgss') is missing"),
+    (lambda r: r["evaluate"].update(stacked_widths=[]), "'evaluate.stacked_widths': expected distinct widths"),
+    (lambda r: r["data"]["synthetic"].update(max_setups=1), "'data.synthetic.max_setups': expected a value in"),
     (lambda r: r["train"].update(threshold_metric="miou"), "needs whole validation movies"),
     (lambda r: r["split"].update(seed=-1), "'split.seed': expected a value in [0, 4294967295], found -1"),
 ])
 def test_bad_params_name_the_key(edit, message):
     r = raw()
     edit(r)
+    if message is None:  # valid
+        parse_params(r)
+        return
     with pytest.raises(ValueError, match=None) as e:
         parse_params(r)
     assert message in str(e.value)

@@ -24,11 +24,12 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
 
 def tiny_params() -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"]["synthetic"] = {"n_movies": 5, "min_shots": 30, "max_shots": 45, "seed": 1}
+    p["data"]["synthetic"].update(n_movies=5, min_shots=30, max_shots=45, seed=1)
     p["data"]["cache_dir"] = ".cache"
     p["featurize"]["seq_len"] = 5
-    p["train"].update(sim_channel=8, lstm_hidden=8, fc_hidden=8, epochs=2, batch_size=4, eval_batch_size=16,
-                      lr_decay_epochs=[1])
+    p["train"].update(epochs=2, batch_size=4, eval_batch_size=16)
+    p["lgss"].update(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[1])
+    p["simseq"].update(hidden=8, crop_len=16)
     p["evaluate"]["timeline_movies"] = 1
     return p
 
@@ -54,7 +55,7 @@ def project(tmp_path_factory) -> Path:
 def test_dvc_repro_end_to_end(project):
     sh(["dvc", "repro"], project)
     ev = json.loads((project / "metrics/eval.json").read_text())
-    for system in ("model", "shipped", "chance"):
+    for system in ("model", "stacked", "shipped", "chance"):
         for key in ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@3s"):
             assert 0.0 <= ev[system][key] <= 1.0, (system, key)
     assert 0.0 <= ev["model_tuned"]["threshold"] <= 1.0
@@ -66,6 +67,9 @@ def test_dvc_repro_end_to_end(project):
     assert (project / "plots/train/loss.png").stat().st_size > 10_000
     assert (project / "plots/eval/figures/pr_curve.png").exists()
     assert json.loads((project / "plots/eval/pr_model.json").read_text())[0].keys() == {"recall", "precision"}
+    assert sorted(pm["stacked"]["AP"]) == sorted(split["test"])
+    assert 0.0 <= ev["stacked"]["threshold"] <= 1.0
+    assert tr["model"] == "simseq"
     # a second repro does nothing
     again = sh(["dvc", "repro"], project)
     assert "Running stage" not in again.stdout
@@ -80,6 +84,27 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
     assert ran == {"train", "evaluate"}, r.stdout
     show = sh(["dvc", "exp", "show", "--json"], project)
     assert "0.001" in show.stdout
+
+
+def test_models_are_a_choice_and_read_only_their_own_keys(project):
+    sh(["dvc", "repro"], project)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", "--allow-empty"], project)
+    # a key of the model not trained changes nothing
+    r = sh(["dvc", "exp", "run", "-S", "lgss.sim_channel=16"], project)
+    assert "Running stage" not in r.stdout, r.stdout
+    # selecting LGSS retrains and re-evaluates with it; its checkpoint says so and predict uses it
+    r = sh(["dvc", "exp", "run", "-S", "train.model=lgss", "-S", "evaluate.recall_window_s=5"], project)
+    ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train", "evaluate"}, r.stdout
+    assert json.loads((project / "metrics/train.json").read_text())["model"] == "lgss"
+    ev = json.loads((project / "metrics/eval.json").read_text())
+    assert "Recall@5s" in ev["model"] and "Recall@3s" not in ev["model"]
+    assert 0.0 <= ev["model_tuned"]["Recall@5s"] <= 1.0
+    out = sh([str(BIN / "sceneseg"), "predict", "data/movies", "--model", "models/model.pt"], project)
+    doc = json.loads(out.stdout)
+    assert doc["model_kind"] == "lgss" and len(doc["movies"]) == 5
+    sh(["git", "checkout", "params.yaml"], project)
 
 
 @pytest.mark.parametrize("edit,message", [

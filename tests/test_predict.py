@@ -30,7 +30,8 @@ def tiny_checkpoint(path: Path, modalities=tuple(FEATURE_DIMS), threshold: float
                       shot_num=4, sim_channel=4, lstm_hidden=6, fc_hidden=5)
     torch.manual_seed(seed)
     model = LGSS(cfg).eval()
-    save_checkpoint(path, model, cfg, seq_len, threshold, "f1", params={}, commit="test")
+    save_checkpoint(path, "lgss", model, {"net": cfg.to_dict(), "seq_len": seq_len}, threshold, "f1", params={},
+                    commit="test")
     return model
 
 
@@ -98,7 +99,7 @@ def test_json_probs_match_the_model_and_scenes_follow_the_threshold(tmp_path, ca
     assert rc == 0, err
     doc = json.loads(out)
     assert doc["threshold"] == threshold and doc["threshold_source"] == "--threshold"
-    assert doc["seq_len"] == SEQ_LEN and doc["modalities"] == list(FEATURE_DIMS)
+    assert doc["model_kind"] == "lgss" and doc["modalities"] == list(FEATURE_DIMS)
     (m,) = doc["movies"]
     assert m["imdb_id"] == "tt0000001" and m["n_shots"] == SEQ_LEN + 1
     np.testing.assert_allclose(m["boundary_prob"], prob, atol=1.5e-6)  # written at 6 decimals
@@ -255,7 +256,7 @@ def test_plot_draws_one_timeline_per_movie(tmp_path, capsys):
                          "'audio']; missing ['action', 'audio'], found only ['cast', 'place']"),
     ("wrong_dim", "movie tt0000060 ({movie}): 'cast' features expected shape [N, 512] (the model's dimension), found [12, 300]"),
     ("no_movies", "{empty}: no movies found"),
-    ("bad_checkpoint", "{bad}: not a loadable sceneseg checkpoint"),
+    ("bad_checkpoint", "{bad}: not a sceneseg checkpoint"),
     ("missing_checkpoint", "{nothing}: expected a sceneseg checkpoint file, found nothing"),
     ("bad_threshold", "--threshold: expected a number in [0, 1], found 1.5"),
     ("csv_without_out", "--format csv writes two files"),

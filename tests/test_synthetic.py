@@ -106,3 +106,33 @@ def test_shipped_prediction_is_informative_but_a_4_shot_window_does_better():
     window = average_precision_score(gt, np.concatenate([_window_score(m) for m in movies]))
     assert 0.25 < shipped < 0.55  # chance is the boundary rate, ~0.08
     assert window > shipped + 0.05
+
+
+def test_generator_settings(tmp_path):
+    base = SyntheticSpec(n_movies=2, min_shots=60, max_shots=80, seed=5)
+    a = [pickle.load(open(p, "rb")) for p in write_synthetic_pickles(base, tmp_path / "a")]
+    # other feature scales: each modality of each movie scaled by its own factor in [0.1, 10];
+    # labels, frames and the shipped prediction (made from the raw features) do not change
+    scaled = SyntheticSpec(2, 60, 80, seed=5, scale_spread=1.0)
+    b = [pickle.load(open(p, "rb")) for p in write_synthetic_pickles(scaled, tmp_path / "b")]
+    factors = []
+    for x, y in zip(a, b):
+        for key in ("scene_transition_boundary_ground_truth", "shot_end_frame", "scene_transition_boundary_prediction"):
+            assert torch.equal(x[key], y[key])
+        for m in ("place", "cast", "action", "audio"):
+            ratio = (y[m].double().norm() / x[m].double().norm()).item()
+            assert 0.1 <= ratio <= 10
+            np.testing.assert_allclose(y[m].numpy(), x[m].numpy() * ratio, rtol=1e-5, atol=1e-6)
+            factors.append(ratio)
+    assert len({round(f, 6) for f in factors}) == len(factors)  # one factor per movie and modality
+    # more noise: same scenes, noisier action features around the same scene means
+    noisy = [pickle.load(open(p, "rb")) for p in write_synthetic_pickles(
+        SyntheticSpec(2, 60, 80, seed=5, noise=3.0), tmp_path / "c")]
+    assert torch.equal(noisy[0]["scene_transition_boundary_ground_truth"], a[0]["scene_transition_boundary_ground_truth"])
+    assert noisy[0]["action"].std() > 2.0 * a[0]["action"].std()
+    # one camera set-up per scene is allowed
+    one = [pickle.load(open(p, "rb")) for p in write_synthetic_pickles(
+        SyntheticSpec(2, 60, 80, seed=5, min_setups=1, max_setups=1), tmp_path / "d")]
+    assert one[0]["place"].shape[0] == a[0]["place"].shape[0]
+    with pytest.raises(ValueError, match="min_setups"):
+        SyntheticSpec(2, 60, 80, seed=5, min_setups=3, max_setups=2)

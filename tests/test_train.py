@@ -111,9 +111,11 @@ def test_threshold_is_chosen_on_validation_only(tmp_path):
     bank2 = ShotBank(flipped, list(DIMS), torch.device("cpu"), 4)
     assert validation_threshold(model, bank2, va, "f1", 8) == t
     # checkpoint round trip keeps weights, threshold and geometry, loads with weights_only
-    save_checkpoint(tmp_path / "m.pt", model, cfg(), 5, t, "f1", {"train": {"lr": 0.01}}, "abc")
+    save_checkpoint(tmp_path / "m.pt", "lgss", model, {"net": cfg().to_dict(), "seq_len": 5}, t, "f1",
+                    {"train": {"lr": 0.01}}, "abc")
     ck = load_checkpoint(tmp_path / "m.pt")
-    assert (ck.threshold, ck.seq_len, ck.threshold_metric, ck.git_commit) == (t, 5, "f1", "abc")
+    assert (ck.threshold, ck.config["seq_len"], ck.threshold_metric, ck.git_commit) == (t, 5, "f1", "abc")
+    assert ck.kind.name == "lgss" and not (tmp_path / ".m.pt.tmp").exists()
     np.testing.assert_array_equal(predict_windows(ck.model, bank, w, 8)["tt0"], predict_windows(model, bank, w, 8)["tt0"])
 
 

@@ -1,0 +1,142 @@
+"""Train and score every system on several synthetic sets; print the table (mean and spread over seeds).
+
+Each set goes through the pipeline's own code (generator -> safe conversion -> split -> windows),
+with the pipeline's split protocol from params.yaml (``--test-fraction`` aside). On each set:
+the default model (simseq, one run per training seed), optionally LGSS (``--lgss``, slow on CPU),
+the stacked reference, the shipped prediction and chance, all scored by ``metrics.evaluate`` on
+the same test movies; models and stacked at their validation thresholds. simseq is also scored
+without the shipped input on the same movies (``simseq -shipped``).
+
+    python bench/bench_models.py --sets sample large noisy few_setups scaled --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sceneseg import metrics
+from sceneseg.config import load_params
+from sceneseg.evaluate import boundary_rate
+from sceneseg.models import get_model
+from sceneseg.models.base import TrainData
+from sceneseg.movies import load_movies, read_index
+from sceneseg.sources import materialize
+from sceneseg.split import split_all_windows, split_movies
+from sceneseg.stacked import fit_stacked
+from sceneseg.synthetic import SyntheticSpec
+
+SETS = {  # name -> (generator settings, test fraction)
+    "sample": (SyntheticSpec(12, 250, 400, seed=0), None),  # the built-in sample, the pipeline's split
+    "large": (SyntheticSpec(40, 250, 400, seed=11), 0.2),  # the sample's settings, 40 movies, another seed
+    "noisy": (SyntheticSpec(24, 250, 400, seed=12, noise=2.0), 0.25),  # twice the per-shot noise
+    "few_setups": (SyntheticSpec(24, 250, 400, seed=13, noise=2.0, min_setups=1, max_setups=2), 0.25),
+    "scaled": (SyntheticSpec(24, 250, 400, seed=14, noise=2.0, scale_spread=1.0), 0.25),  # scales x0.1-x10 per movie
+}
+COLUMNS = ("AP", "mAP", "Miou", "F1")
+
+
+def prepare(name: str, root: Path, params) -> tuple[TrainData, list, list]:
+    spec, test_fraction = SETS[name]
+    out = root / name
+    if not (out / "index.json").exists():
+        materialize("synthetic", out, cache_dir=root, synthetic=spec)
+    n_shots = {m["imdb_id"]: m["n_shots"] for m in read_index(out)["movies"]}
+    s = params.split
+    split = split_movies(sorted(n_shots), test_fraction or s.test_fraction, s.test_movies, s.val_fraction,
+                         s.val_by, s.seed)
+    wins = split_all_windows(split, n_shots, params.featurize.seq_len, s.val_by, s.val_fraction, s.seed)
+    data = TrainData(out, split, wins, params.featurize.shot_num)
+    return data, load_movies(out, split["test"]), load_movies(out, split["train"])
+
+
+def score(test, prob: dict, threshold: float, fps: float, window_s: float) -> dict:
+    gt = {m.imdb_id: np.asarray(m.boundary, bool) for m in test}
+    ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in test}
+    res = metrics.evaluate(gt, prob, ends, threshold=threshold, fps=fps, window_s=window_s)
+    return {k: float(res[k]) for k in COLUMNS}
+
+
+def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, epochs: int | None) -> dict:
+    data, test, train_movies = prepare(name, root, params)
+    e = params.evaluate
+    rows: dict[str, list[dict]] = {}
+    t0 = time.perf_counter()
+    val_whole = data.windows["val"].movie_ids != data.windows["train"].movie_ids
+    ref = fit_stacked(data.movies("train"), data.owned("train"), data.movies("val"),
+                      None if val_whole else data.owned("val"), params.models["simseq"].modalities,
+                      tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric)
+    rows["stacked"] = [score(test, ref.predict(test), ref.threshold, e.fps, e.recall_window_s)]
+    if all(m.baseline is not None for m in test):
+        rows["shipped"] = [score(test, {m.imdb_id: np.asarray(m.baseline, np.float64) for m in test}, 0.5,
+                                 e.fps, e.recall_window_s)]
+    chance = metrics.chance_predictions({m.imdb_id: np.asarray(m.boundary, bool) for m in test}, e.chance_seed,
+                                        rate=boundary_rate(train_movies))
+    rows["chance"] = [score(test, chance, 0.5, e.fps, e.recall_window_s)]
+    models = ["simseq"] + (["lgss"] if with_lgss else [])
+    device = torch.device("cpu")
+    for model_name in models:
+        kind = get_model(model_name)
+        for seed in seeds:
+            common = dataclasses.replace(params.train, model=model_name, seed=seed,
+                                         epochs=epochs or params.train.epochs)
+            trained = kind.train(data, params.models[model_name], common, device, progress=False)
+            prob = kind.predict(trained.model, trained.config, test, device, common.eval_batch_size)
+            rows.setdefault(model_name, []).append(score(test, prob, trained.threshold, e.fps, e.recall_window_s))
+            if model_name == "simseq":
+                bare = kind.predict(trained.model, trained.config, test, device, 256, with_shipped=False)
+                rows.setdefault("simseq -shipped", []).append(score(test, bare, trained.threshold, e.fps,
+                                                                    e.recall_window_s))
+            print(f"  {name} {model_name} seed {seed}: {rows[model_name][-1]} "
+                  f"(epoch {trained.best_epoch}, {trained.seconds:.0f} s)", file=sys.stderr)
+    n_trans = sum(m.n_shots - 1 for m in test)
+    print(f"{name}: {len(test)} test movies, {n_trans} transitions; {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return rows
+
+
+def table(results: dict[str, dict[str, list[dict]]]) -> str:
+    lines = ["| set | system | runs | " + " | ".join(COLUMNS) + " |", "| --- | --- | ---: |" + " ---: |" * len(COLUMNS)]
+    for set_name, rows in results.items():
+        for system, runs in rows.items():
+            cells = []
+            for c in COLUMNS:
+                v = np.array([r[c] for r in runs])
+                cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+            lines.append(f"| {set_name} | {system} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--lgss", action="store_true", help="also train LGSS (published recipe; slow on CPU)")
+    ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the generated sets here (default: temporary)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.workdir or Path(tmp)
+        results = {}
+        for name in args.sets:
+            results[name] = run_set(name, root, params, args.seeds, args.lgss, args.epochs)
+            print(table({name: results[name]}), file=sys.stderr)
+    print(table(results))
+    print("\nsimseq minus stacked (mean over seeds): " + "; ".join(
+        f"{n}: AP {np.mean([r['AP'] for r in rows['simseq']]) - rows['stacked'][0]['AP']:+.3f}, "
+        f"Miou {np.mean([r['Miou'] for r in rows['simseq']]) - rows['stacked'][0]['Miou']:+.3f}"
+        for n, rows in results.items()))
+
+
+if __name__ == "__main__":
+    main()

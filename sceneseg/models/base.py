@@ -1,0 +1,128 @@
+"""The small interface every model of the pipeline implements.
+
+Train, evaluate, threshold and predict only talk to a :class:`ModelKind`: it trains itself on a
+:class:`TrainData`, rebuilds a network from the config stored in a checkpoint, and predicts the
+boundary probability of every transition of whole movies. Adding a model means one module with
+one ``ModelKind`` subclass, registered in :mod:`sceneseg.models`, and its params section in
+params.yaml; no stage changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from sceneseg.config import check_choice
+from sceneseg.movies import MODALITIES, Movie, load_movies
+from sceneseg.windows import Windows, transition_index
+
+# epoch (1-based), {"train": loss, "val": loss, ...}: called once per epoch (loss curves, logs)
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainData:
+    """What the train stage hands to a model: the converted movies, the split and featurize's windows.
+
+    The windows define validation for every model: with ``split.val_by: window`` the validation
+    transitions are those the val windows own (inside the train movies), otherwise whole movies.
+    """
+
+    movies_dir: Path
+    split: dict[str, list[str]]
+    windows: dict[str, Windows]  # "train" / "val" / "test"
+    shot_num: int
+    _movies: dict[str, Movie] = field(default_factory=dict, repr=False)
+
+    def movies(self, name: str) -> list[Movie]:
+        """The movies that the ``name`` windows index ("train", "val" or "test"), loaded once."""
+        ids = self.windows[name].movie_ids
+        todo = [i for i in ids if i not in self._movies]
+        if todo:
+            self._movies.update({m.imdb_id: m for m in load_movies(self.movies_dir, todo)})
+        return [self._movies[i] for i in ids]
+
+    def owned(self, name: str) -> dict[str, np.ndarray]:
+        """Per movie of the ``name`` windows, a bool mask [N-1] of the transitions those windows own."""
+        return owned_transitions(self.windows[name])
+
+
+def owned_transitions(w: Windows) -> dict[str, np.ndarray]:
+    """Movie id -> bool [N-1]: the transitions that the windows ``w`` answer for."""
+    masks = {mid: np.zeros(int(n) - 1, dtype=bool) for mid, n in zip(w.movie_ids, w.n_shots)}
+    trans = transition_index(w)  # [W, S]
+    for i, mid in enumerate(w.movie_ids):
+        rows = w.movie == i
+        masks[mid][trans[rows][w.own[rows]]] = True
+    return masks
+
+
+def check_modalities(key: str, modalities: list[str]) -> None:
+    """A model's ``modalities`` param: distinct names of known modalities."""
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise ValueError(f"params key '{key}': expected distinct names from {MODALITIES}, found {modalities}")
+    for m in modalities:
+        check_choice(key, m, MODALITIES)
+
+
+def check_class_weights(key: str, weights: list[float]) -> None:
+    """A model's ``class_weights`` param: two positive weights."""
+    if len(weights) != 2 or min(weights) <= 0:
+        raise ValueError(f"params key '{key}': expected two positive weights, found {weights}")
+
+
+@dataclass
+class Trained:
+    """A trained model and what its training measured."""
+
+    model: torch.nn.Module
+    config: dict  # everything ``ModelKind.build`` needs (plain builtins: stored in the checkpoint)
+    threshold: float  # chosen on validation
+    train_loss: list[float]
+    val_loss: list[float]
+    best_epoch: int  # 1-based epoch whose weights are kept
+    test_loss: float | None = None
+    seconds: float = 0.0
+    transitions_per_epoch: int = 0  # training transitions seen per epoch (for throughput)
+    extra: dict = field(default_factory=dict)  # model-specific summary numbers (e.g. validation AP)
+
+
+class ModelKind:
+    """One model of the pipeline. Subclasses set ``name`` and ``Params`` and implement the methods."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]  # frozen dataclass of its params.yaml section
+
+    @staticmethod
+    def validate_params(p, section: str) -> None:
+        """Range and choice checks of the model's own section; errors name ``section.key``."""
+
+    def default_lr(self, p) -> float:
+        return float(p.lr)
+
+    def train(self, data: TrainData, p, common, device: torch.device, on_epoch: EpochCallback | None = None,
+              progress: bool = True) -> Trained:
+        """Train on ``data`` with the model's params ``p`` and the shared ``train`` params ``common``."""
+        raise NotImplementedError
+
+    def build(self, config: dict) -> torch.nn.Module:
+        """An untrained network of the architecture ``config`` describes (weights are loaded after)."""
+        raise NotImplementedError
+
+    def feature_dims(self, config: dict) -> dict[str, int]:
+        """Modality -> feature dimension the model reads."""
+        raise NotImplementedError
+
+    def predict(self, model: torch.nn.Module, config: dict, movies: list[Movie], device: torch.device,
+                batch_size: int) -> dict[str, np.ndarray]:
+        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64."""
+        raise NotImplementedError
+
+    def inputs_used(self, config: dict, movie: Movie) -> list[str]:
+        """The inputs the model used for ``movie`` (for ``sceneseg predict``)."""
+        return list(self.feature_dims(config))

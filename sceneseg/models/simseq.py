@@ -1,0 +1,283 @@
+"""SimSeq, the default model: scale-free similarity features of every transition, read in
+long temporal context by a small bidirectional GRU over whole movies.
+
+Why it wins on these features (measured in ``bench/bench_models.py``): LGSS sees 4 raw shots
+per transition and 10 transitions of context, and its raw inputs change scale between movies
+and feature extractors. SimSeq reads, per transition and modality, cosines between the shots
+before and after at widths 1-16 and the best shot-to-shot match across the cut (camera
+set-ups that alternate within a scene), raw and per-movie standardised
+(:mod:`sceneseg.simfeatures`), plus the dataset's shipped prediction with a flag saying
+whether it is there. A GRU over crops of ``crop_len`` transitions (whole movies at inference)
+learns what a boundary looks like in context: one peak per cut, scene lengths. Training:
+AdamW, linear warm-up then cosine decay, the epoch with the best validation AP kept, early
+stop after ``patience`` epochs without gain. The shipped input is dropped at random during
+training (``shipped_dropout``), so the model also works on movies without it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from sceneseg.config import check_range
+from sceneseg.metrics import choose_threshold
+from sceneseg.models.base import ModelKind, TrainData, Trained, check_class_weights, check_modalities
+from sceneseg.movies import Movie
+from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
+from sceneseg.train import seed_everything
+
+
+@dataclass(frozen=True)
+class SimSeqParams:
+    """The ``simseq`` section of params.yaml."""
+
+    modalities: list[str]
+    widths: list[int]  # k of the window cosines
+    cross_widths: list[int]  # k of the best shot-to-shot match across the cut
+    use_shipped: bool  # read the dataset's shipped prediction when a movie has one
+    shipped_dropout: float  # share of training crops that see no shipped prediction
+    hidden: int
+    dropout: float
+    crop_len: int  # transitions per training crop
+    lr: float  # used when train.lr is null
+    weight_decay: float
+    warmup_epochs: int
+    class_weights: list[float]
+    patience: int  # stop after this many epochs without a better validation AP; 0 = never
+
+
+def n_features(cfg: dict) -> int:
+    per_modality = 2 * len(cfg["widths"]) + len(cfg["cross_widths"])
+    return 2 * per_modality * len(cfg["feature_dims"]) + 2
+
+
+def movie_features(movie: Movie, cfg: dict, with_shipped: bool) -> np.ndarray:
+    """[N-1, F] float32: similarity features of every transition, raw and z-scored within the movie,
+    then the shipped prediction and its flag (both 0 when absent or not used)."""
+    widths, cross = tuple(cfg["widths"]), tuple(cfg["cross_widths"])
+    cols = []
+    for m in cfg["feature_dims"]:
+        raw, centered = unit_rows(movie.features[m], center=False), unit_rows(movie.features[m], center=True)
+        cols += [window_cosines(raw, widths), window_cosines(centered, widths), cross_max(centered, cross)]
+    f = np.concatenate(cols, 1)  # [T, F0]
+    shipped = np.zeros((f.shape[0], 2))
+    if with_shipped and cfg["use_shipped"] and movie.baseline is not None:
+        shipped[:, 0], shipped[:, 1] = np.asarray(movie.baseline, dtype=np.float64), 1.0
+    return np.concatenate([f, zscore_columns(f), shipped], 1).astype(np.float32)
+
+
+class SimSeqNet(nn.Module):
+    """[B, L, F] transition features -> [B, L] boundary logits."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        n_in, h = n_features(cfg), int(cfg["hidden"])
+        self.register_buffer("mean", torch.zeros(n_in))  # feature standardisation (training transitions)
+        self.register_buffer("std", torch.ones(n_in))
+        self.inp = nn.Sequential(nn.Linear(n_in, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])))
+        self.local = nn.Conv1d(h, h, kernel_size=5, padding=2)  # neighbouring transitions
+        self.gru = nn.GRU(h, h, batch_first=True, bidirectional=True)  # long context
+        self.head = nn.Sequential(nn.Linear(2 * h, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])), nn.Linear(h, 1))
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, L, F] -> [B, L]
+        h = self.inp((x - self.mean) / self.std)  # [B, L, H]
+        h = h + F.gelu(self.local(h.transpose(1, 2))).transpose(1, 2)
+        g, _ = self.gru(h)  # [B, L, 2H]
+        return self.head(g).squeeze(-1)
+
+
+def _weighted_bce(logits: Tensor, y: Tensor, mask: Tensor, class_weights: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """Sum of class-weighted BCE over ``mask`` and the sum of the weights (a weighted mean is their ratio)."""
+    w = torch.where(y > 0.5, class_weights[1], class_weights[0]) * mask
+    loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    return (loss * w).sum(), w.sum()
+
+
+def _crops(n_trans: np.ndarray, crop_len: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """(movie, start, stop) crops tiling every movie from a random phase."""
+    out = []
+    for i, t in enumerate(n_trans.tolist()):
+        if t <= crop_len:
+            out.append((i, 0, t))
+            continue
+        phase = int(rng.integers(crop_len))
+        starts = np.unique(np.clip(np.arange(phase - crop_len, t, crop_len), 0, t - crop_len))
+        out += [(i, int(s), int(s) + crop_len) for s in starts]
+    return out
+
+
+class _Set:
+    """Features, labels and loss masks of a list of movies, as tensors on the device."""
+
+    def __init__(self, movies: list[Movie], masks: dict[str, np.ndarray] | None, cfg: dict, device: torch.device,
+                 with_shipped: bool = True):
+        self.ids = [m.imdb_id for m in movies]
+        self.x = [torch.from_numpy(movie_features(m, cfg, with_shipped)).to(device) for m in movies]
+        self.y = [torch.from_numpy(np.asarray(m.boundary, dtype=np.float32)).to(device) for m in movies]
+        self.mask = [torch.from_numpy((masks[i] if masks else np.ones(len(y), bool)).astype(np.float32)).to(device)
+                     for i, y in zip(self.ids, self.y)]
+        self.n_trans = np.array([len(y) for y in self.y])
+
+
+@torch.no_grad()
+def _predict_set(net: SimSeqNet, s: _Set) -> list[Tensor]:
+    net.eval()
+    return [torch.sigmoid(net(x[None]))[0] for x in s.x]
+
+
+def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, dict, dict]:
+    """Weighted loss and pooled AP over the masked transitions; per-movie labels and probabilities."""
+    total, norm = 0.0, 0.0
+    gt, prob = {}, {}
+    for i, p in zip(s.ids, _predict_set(net, s)):
+        k = s.ids.index(i)
+        logit = torch.logit(p.double().clamp(1e-12, 1 - 1e-12)).float()
+        a, b = _weighted_bce(logit, s.y[k], s.mask[k], class_weights)
+        total, norm = total + a.item(), norm + b.item()
+        sel = s.mask[k].bool().cpu().numpy()
+        gt[i], prob[i] = s.y[k].cpu().numpy()[sel].astype(bool), p.double().cpu().numpy()[sel]
+    pooled_gt = np.concatenate(list(gt.values()))
+    ap = float(average_precision_score(pooled_gt, np.concatenate(list(prob.values())))) if pooled_gt.any() else 0.0
+    return total / max(norm, 1e-12), ap, gt, prob
+
+
+class SimSeqKind(ModelKind):
+    name = "simseq"
+    Params = SimSeqParams
+
+    @staticmethod
+    def validate_params(p: SimSeqParams, section: str) -> None:
+        check_modalities(f"{section}.modalities", p.modalities)
+        for key in ("widths", "cross_widths"):
+            ks = getattr(p, key)
+            if not ks or len(set(ks)) != len(ks) or min(ks) < 1 or max(ks) > 256:
+                raise ValueError(f"params key '{section}.{key}': expected distinct widths in [1, 256], found {ks}")
+        check_range(f"{section}.shipped_dropout", p.shipped_dropout, 0, 1)
+        check_range(f"{section}.hidden", p.hidden, 1, 4096)
+        check_range(f"{section}.dropout", p.dropout, 0, 1, hi_open=True)
+        check_range(f"{section}.crop_len", p.crop_len, 2, 1_000_000)
+        check_range(f"{section}.lr", p.lr, 0, 10, lo_open=True)
+        check_range(f"{section}.weight_decay", p.weight_decay, 0, 10)
+        check_range(f"{section}.warmup_epochs", p.warmup_epochs, 0, 10_000)
+        check_class_weights(f"{section}.class_weights", p.class_weights)
+        check_range(f"{section}.patience", p.patience, 0, 10_000)
+
+    def train(self, data: TrainData, p: SimSeqParams, common, device: torch.device, on_epoch=None,
+              progress: bool = True) -> Trained:
+        t0 = time.perf_counter()
+        train_movies = data.movies("train")
+        dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
+        cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
+               "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
+        whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
+        tr = _Set(train_movies, data.owned("train"), cfg, device)
+        va = _Set(data.movies("val"), None if whole_val else data.owned("val"), cfg, device)
+        te = _Set(data.movies("test"), None, cfg, device)
+        cw = (float(p.class_weights[0]), float(p.class_weights[1]))
+
+        seed_everything(common.seed)
+        net = SimSeqNet(cfg).to(device)
+        seen = torch.cat([x[m.bool()] for x, m in zip(tr.x, tr.mask)])  # [K, F] training transitions
+        net.mean[:-2].copy_(seen[:, :-2].mean(0))  # the shipped prediction and its flag stay as they are:
+        net.std[:-2].copy_(seen[:, :-2].std(0).clamp_min(1e-3))  # the flag is constant on data that has it
+        lr = common.lr if common.lr is not None else p.lr
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=p.weight_decay)
+        rng = np.random.default_rng(common.seed)
+        n_batches = math.ceil(len(_crops(tr.n_trans, p.crop_len, np.random.default_rng(0))) / common.batch_size)
+        total_steps, warm = common.epochs * n_batches, p.warmup_epochs * n_batches
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 0
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        train_loss, val_loss, val_ap = [], [], []
+        best_state, best_epoch = None, 0
+        bar = tqdm(total=common.epochs, desc="train simseq", unit="epoch", disable=not progress, dynamic_ncols=True)
+        for epoch in range(common.epochs):
+            net.train()
+            crops = _crops(tr.n_trans, p.crop_len, rng)
+            order = rng.permutation(len(crops))
+            total, norm = 0.0, 0.0
+            for lo in range(0, len(order), common.batch_size):
+                batch = [crops[j] for j in order[lo:lo + common.batch_size]]
+                length = max(b - a for _, a, b in batch)
+                x = torch.zeros(len(batch), length, tr.x[0].shape[1], device=device)  # [B, L, F]
+                y = torch.zeros(len(batch), length, device=device)
+                mask = torch.zeros(len(batch), length, device=device)
+                for r, (i, a, b) in enumerate(batch):
+                    x[r, : b - a], y[r, : b - a], mask[r, : b - a] = tr.x[i][a:b], tr.y[i][a:b], tr.mask[i][a:b]
+                drop = torch.from_numpy(rng.random(len(batch)) < p.shipped_dropout).to(device)
+                x[drop, :, -2:] = 0.0  # no shipped prediction for these crops
+                s, w = _weighted_bce(net(x), y, mask, cw)
+                loss = s / w.clamp_min(1e-12)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total, norm = total + s.item(), norm + w.item()
+            train_loss.append(total / max(norm, 1e-12))
+            vl, ap, _, _ = _loss_and_ap(net, va, cw)
+            val_loss.append(vl)
+            val_ap.append(ap)
+            if best_state is None or ap > max(val_ap[:-1]):
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best_epoch = epoch + 1
+            bar.update(1)
+            bar.set_postfix(train=f"{train_loss[-1]:.4f}", val=f"{vl:.4f}", val_ap=f"{ap:.3f}")
+            if on_epoch:
+                on_epoch(epoch + 1, {"train": train_loss[-1], "val": vl, "val_ap": ap})
+            if p.patience and epoch + 1 - best_epoch >= p.patience:
+                bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
+                break
+        bar.close()
+        net.load_state_dict(best_state)
+        print(f"train: keeping the weights of epoch {best_epoch} (best validation AP {val_ap[best_epoch - 1]:.4f})")
+        _, _, gt, prob = _loss_and_ap(net, va, cw)
+        threshold = self._threshold(gt, prob, va, common.threshold_metric, whole_val, data)
+        test_loss = _loss_and_ap(net, te, cw)[0]
+        net.eval()
+        return Trained(net.cpu().to(device), cfg, threshold, train_loss, val_loss, best_epoch, test_loss,
+                       time.perf_counter() - t0, int(sum(m.sum().item() for m in tr.mask)),
+                       extra={"val_ap": val_ap[best_epoch - 1]})
+
+    @staticmethod
+    def _threshold(gt: dict, prob: dict, va: _Set, metric: str, whole_val: bool, data: TrainData) -> float:
+        """Chosen on the validation transitions only, like LGSS's (``sceneseg.threshold``)."""
+        if metric == "fixed":
+            return 0.5
+        if metric == "miou":
+            ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in data.movies("val")}
+            return float(choose_threshold(gt, prob, metric="miou", shot_end_frame=ends))
+        return float(choose_threshold(np.concatenate(list(gt.values())), np.concatenate(list(prob.values())), "f1"))
+
+    def build(self, config: dict) -> SimSeqNet:
+        return SimSeqNet(config)
+
+    def feature_dims(self, config: dict) -> dict[str, int]:
+        return dict(config["feature_dims"])
+
+    def predict(self, model: SimSeqNet, config: dict, movies: list[Movie], device: torch.device,
+                batch_size: int, with_shipped: bool = True) -> dict[str, np.ndarray]:
+        model.eval()
+        out = {}
+        with torch.no_grad():
+            for m in movies:  # one whole movie at a time: the GRU sees all of it
+                x = torch.from_numpy(movie_features(m, config, with_shipped)).to(device)
+                out[m.imdb_id] = torch.sigmoid(model(x[None]))[0].double().cpu().numpy()
+        return out
+
+    def inputs_used(self, config: dict, movie: Movie) -> list[str]:
+        used = list(config["feature_dims"])
+        if config["use_shipped"] and movie.baseline is not None:
+            used.append("shipped prediction")
+        return used

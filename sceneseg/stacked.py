@@ -1,0 +1,80 @@
+"""``stacked``: the standing strong reference scored next to every model.
+
+A scikit-learn logistic regression per transition on scale-free features: for each modality and
+width k, the cosine between the mean of the k shots before and the k shots after the transition
+(:func:`sceneseg.simfeatures.window_cosines`), plus the dataset's shipped prediction when every
+movie has one. Fitted on the training transitions, its threshold chosen on the validation
+transitions (the same ones the model's threshold is chosen on), never on test movies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sceneseg.metrics import choose_threshold
+from sceneseg.movies import Movie
+from sceneseg.simfeatures import unit_rows, window_cosines
+
+
+@dataclass
+class Stacked:
+    """A fitted reference: the sklearn pipeline, what it reads, its validation threshold."""
+
+    pipeline: Pipeline
+    modalities: list[str]
+    widths: tuple[int, ...]
+    with_shipped: bool
+    threshold: float
+
+    def predict(self, movies: list[Movie]) -> dict[str, np.ndarray]:
+        """Boundary probability of every transition: id -> [N-1] float64."""
+        return {m.imdb_id: self.pipeline.predict_proba(features(m, self.modalities, self.widths, self.with_shipped))[:, 1]
+                for m in movies}
+
+
+def features(movie: Movie, modalities: list[str], widths: tuple[int, ...], with_shipped: bool) -> np.ndarray:
+    """[N-1, F]: window cosines of each modality at each width, then the shipped prediction if asked."""
+    cols = [window_cosines(unit_rows(movie.features[m], center=False), widths) for m in modalities]
+    if with_shipped:
+        cols.append(np.asarray(movie.baseline, dtype=np.float64)[:, None])
+    return np.concatenate(cols, 1)
+
+
+def _pooled(movies: list[Movie], masks: dict[str, np.ndarray] | None, modalities, widths, with_shipped):
+    xs, ys = [], []
+    for m in movies:
+        sel = masks[m.imdb_id] if masks is not None else slice(None)
+        xs.append(features(m, modalities, widths, with_shipped)[sel])
+        ys.append(np.asarray(m.boundary, dtype=bool)[sel])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_stacked(train: list[Movie], train_masks: dict[str, np.ndarray] | None, val: list[Movie],
+                val_masks: dict[str, np.ndarray] | None, modalities: list[str], widths: tuple[int, ...] = (1, 2, 4, 8),
+                c: float = 1.0, threshold_metric: str = "f1", use_shipped: bool = True) -> Stacked:
+    """Fit on the masked transitions of ``train`` (all when a mask is None), choose the threshold on ``val``'s.
+
+    ``threshold_metric``: 'f1' (pooled), 'miou' (whole validation movies) or 'fixed' (0.5).
+    """
+    with_shipped = use_shipped and all(m.baseline is not None for m in train + val)
+    x, y = _pooled(train, train_masks, modalities, widths, with_shipped)
+    if y.all() or not y.any():
+        raise ValueError(f"stacked reference: the training transitions need both classes, found {int(y.sum())} "
+                         f"boundaries in {y.size}")
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    pipe.fit(x, y)
+    ref = Stacked(pipe, list(modalities), tuple(widths), with_shipped, 0.5)
+    if threshold_metric == "f1":
+        xv, yv = _pooled(val, val_masks, modalities, widths, with_shipped)
+        ref.threshold = float(choose_threshold(yv, pipe.predict_proba(xv)[:, 1], "f1"))
+    elif threshold_metric == "miou":
+        prob = ref.predict(val)
+        gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in val}
+        ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
+        ref.threshold = float(choose_threshold(gt, prob, "miou", shot_end_frame=ends))
+    return ref
