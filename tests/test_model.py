@@ -231,16 +231,17 @@ def test_config_missing_key():
 
 
 def test_boundary_stays_float32_under_autocast():
+    """The boundary network under CPU bf16 autocast. (The whole model is not run here: oneDNN refuses a
+    bf16 LSTM on CPUs without bf16 support, and the pipeline autocasts on CUDA only; see the CUDA test.)"""
     cfg = small_config()
     model = LGSS(cfg)
     x = random_feats(cfg, 2, 3, dtype=torch.float32)["place"].reshape(6, 4, -1)
     plain = model.heads["place"].boundary(x, True)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         mixed = model.heads["place"].boundary(x.bfloat16(), True)
-        out = model(random_feats(cfg, 2, 3, dtype=torch.float32))
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, model.heads["place"].boundary(x.bfloat16().float(), True), rtol=0, atol=0)
-    assert torch.isfinite(out).all() and torch.isfinite(plain).all()
+    assert torch.isfinite(plain).all()
 
 
 @pytest.fixture
