@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from sceneseg.split import load_split, save_split, split_movies, split_windows
+from sceneseg.split import load_split, save_split, split_all_windows, split_movies, split_windows
 from sceneseg.windows import build_windows
 
 IDS = [f"tt{i:02d}" for i in range(10)]
@@ -89,3 +89,23 @@ def test_window_arrays_are_int64_whatever_the_input():
     assert w.movie.tolist() == [0, 0, 0, 1] and w.start.tolist() == [0, 5, 6, 0]
     with pytest.raises(ValueError, match="^seq_len: expected >= 1, found 0$"):
         build_windows(["a"], [5], 0)
+
+
+def test_split_all_windows_by_window_and_by_movie():
+    split = {"train": ["tt1", "tt2"], "val": ["tt3"], "test": ["tt4"]}
+    n_shots = {"tt1": 31, "tt2": 21, "tt3": 11, "tt4": 16}  # 3, 2, 1, 2 windows of 10 transitions
+    by_window = split_all_windows(split, n_shots, 10, "window", 0.4, seed=5)
+    assert by_window["train"].movie_ids == by_window["val"].movie_ids == ["tt1", "tt2"]  # val from train movies
+    assert (len(by_window["train"]), len(by_window["val"])) == (3, 2)  # 40% of 5 windows
+    pairs = lambda w: {(w.movie_ids[m], s) for m, s in zip(w.movie, w.start)}  # noqa: E731
+    assert pairs(by_window["train"]) | pairs(by_window["val"]) == {("tt1", 0), ("tt1", 10), ("tt1", 20), ("tt2", 0), ("tt2", 10)}
+    same_seed = split_all_windows(split, n_shots, 10, "window", 0.4, seed=5)["val"]
+    assert pairs(same_seed) == pairs(by_window["val"])
+    other = [pairs(split_all_windows(split, n_shots, 10, "window", 0.4, seed=s)["val"]) for s in range(6)]
+    assert len({frozenset(p) for p in other}) > 1  # the seed reaches the draw
+    by_movie = split_all_windows(split, n_shots, 10, "movie", 0.4, seed=5)
+    assert by_movie["train"].movie_ids == ["tt1", "tt2"] and len(by_movie["train"]) == 5
+    assert by_movie["val"].movie_ids == ["tt3"] and len(by_movie["val"]) == 1
+    for w in (by_window, by_movie):
+        assert w["test"].movie_ids == ["tt4"] and w["test"].n_shots.tolist() == [16] and w["test"].seq_len == 10
+        assert w["test"].start.tolist() == [0, 5]
