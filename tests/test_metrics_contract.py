@@ -117,3 +117,12 @@ def test_chance_scores_are_uniform_on_each_side_of_one_half():
     a = metrics.chance_predictions({"tt1": gt["tt1"], "tt2": gt["tt2"]}, seed=1, rate=0.1)
     b = metrics.chance_predictions({"tt2": gt["tt2"]}, seed=1, rate=0.1)
     assert np.array_equal(a["tt2"], b["tt2"]) and not np.array_equal(a["tt1"][:100], a["tt2"][:100])
+
+
+def test_check_movie_leaves_absent_parts_absent():
+    gt, prob, end = metrics.check_movie("tt1", GT)
+    assert gt is not None and prob is None and end is None
+    _, prob, end = metrics.check_movie("tt1", GT, PROB)
+    assert prob.tolist() == PROB.tolist() and end is None
+    _, prob, end = metrics.check_movie("tt1", GT, shot_end_frame=END)
+    assert prob is None and end.tolist() == END.tolist()
