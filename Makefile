@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sceneseg-installed
 PLOTS_TEMPLATE := .dvc/plots_template.html
 
-.PHONY: setup run test plots clean-venv
+.PHONY: setup run test plots mutants clean-venv
 
 setup: $(STAMP) $(PLOTS_TEMPLATE)
 
@@ -32,6 +32,20 @@ plots: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Mutation testing of the modules that decide the numbers (config: [tool.mutmut] in pyproject.toml).
+# A development check, too slow for `make test` or CI: about 25 minutes on 2 cores. Prints
+# killed / total per module; `.venv/bin/mutmut results` lists the survivors, `mutmut show NAME` one.
+MUTANTS_BUDGET_S ?= 3600
+MUTANTS_CHILDREN ?= 2
+mutants: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	rm -rf mutants && mkdir mutants
+	-OMP_NUM_THREADS=1 timeout $(MUTANTS_BUDGET_S) $(BIN)/mutmut run --max-children $(MUTANTS_CHILDREN) > mutants/run.log 2>&1
+	@$(BIN)/mutmut results --all true | awk -F': ' '{ split($$1, name, "."); m = name[2]; total[m]++; n++; \
+		if ($$2 == "killed" || $$2 == "timeout") { killed[m]++; k++ } else if ($$2 != "survived") other[m]++ } \
+		END { for (m in total) printf "%-10s %4d / %4d killed (%5.1f%%)  %d not run or no tests\n", m, killed[m], total[m], 100 * killed[m] / total[m], other[m]; \
+		printf "%-10s %4d / %4d killed (%5.1f%%)\n", "all", k, n, 100 * k / n }'
 
 clean-venv:
 	rm -rf $(VENV)
