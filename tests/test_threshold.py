@@ -155,3 +155,18 @@ def test_chance_fires_at_the_given_rate_not_the_labels_rate():
     # the ranking carries no information: AP about the boundary rate
     ap, _, _ = metrics.average_precision(gt, metrics.chance_predictions(gt, seed=2, rate=0.08))
     assert abs(ap - 0.4) < 0.03
+
+
+def test_validation_threshold_refusals(validation):
+    movies, _, w, model, _ = validation
+    unlabelled = [Movie(m.imdb_id, m.features, None, m.shot_end_frame) for m in movies]
+    for metric in ("f1", "miou"):
+        with pytest.raises(ValueError, match="^choosing a threshold needs ground-truth boundaries on the "
+                                             "validation movies, found none$"):
+            validation_threshold(model, bank_and_windows(unlabelled, 6)[0], w, metric, batch_size=5)
+    assert validation_threshold(model, bank_and_windows(unlabelled, 6)[0], w, "fixed", batch_size=5) == 0.5
+    no_frames = [movies[0], Movie(movies[1].imdb_id, movies[1].features, movies[1].boundary)]
+    with pytest.raises(ValueError, match="^movie tt2: choosing a threshold by Miou needs its shot_end_frame, found none$"):
+        validation_threshold(model, bank_and_windows(no_frames, 6)[0], w, "miou", batch_size=5)
+    with pytest.raises(ValueError, match="^threshold metric: expected f1, miou or fixed, found 'auc'$"):
+        validation_threshold(model, bank_and_windows(movies, 6)[0], w, "auc", batch_size=5)

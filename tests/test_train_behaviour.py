@@ -201,3 +201,14 @@ def test_input_scale_is_applied_in_the_forward_pass():
     assert (out - unscaled).abs().max() > 0.1
     # the scales travel with the model's config (what checkpoints store)
     assert type(scaled.cfg).from_dict(scaled.cfg.to_dict()).input_scale == scale
+
+
+def test_fit_refusals(overfitting_data):
+    train, val = overfitting_data
+    empty = (train[0], train[1].subset(np.zeros(0, np.int64)))
+    with pytest.raises(ValueError, match="^training: expected at least one train window, found none$"):
+        fit(tiny_config(), Recipe(epochs=1), empty, val, None, CPU, progress=False)
+    unlabelled = [type(m)(m.imdb_id, m.features, None, m.shot_end_frame) for m in [tiny_movie("tt5", 12, 5)]]
+    bank, w = bank_and_windows(unlabelled, SEQ)
+    with pytest.raises(ValueError, match="^training needs ground-truth boundaries, but the movies carry none$"):
+        fit(tiny_config(), Recipe(epochs=1), (bank, w), (bank, w), None, CPU, progress=False)
