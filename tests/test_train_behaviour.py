@@ -151,25 +151,40 @@ def test_fit_with_select_last_keeps_the_last_epoch(monkeypatch, overfitting_data
 
 
 def test_fit_uses_the_recipe(monkeypatch, overfitting_data):
-    """lr, its decay, weight decay and the class weights reach the optimiser and the loss."""
+    """lr, its step decay, weight decay and the class weights reach the optimiser and the loss."""
     train, val = overfitting_data
-    seen = {}
+    optimisers = []
     real_adam = torch.optim.Adam
 
     def spy_adam(params, **kw):
-        seen.update(kw)
-        return real_adam(params, **kw)
+        optimisers.append(real_adam(params, **kw))
+        return optimisers[-1]
 
     monkeypatch.setattr(torch.optim, "Adam", spy_adam)
-    weights = []
+    seen = []  # (lr, class weights) at every training batch
     real_loss = train_mod.window_loss
-    monkeypatch.setattr(train_mod, "window_loss", lambda *a: weights.append(a[-1].tolist()) or real_loss(*a))
-    recipe = Recipe(lr=0.02, weight_decay=1e-3, lr_decay_epochs=(1,), lr_decay_gamma=0.5,
-                    class_weights=(0.25, 4.0), epochs=2, batch_size=4, seed=0)
+
+    def spy_loss(*args):
+        seen.append((optimisers[0].param_groups[0]["lr"], args[-1].tolist()))
+        return real_loss(*args)
+
+    monkeypatch.setattr(train_mod, "window_loss", spy_loss)
+    recipe = Recipe(lr=0.02, weight_decay=1e-3, lr_decay_epochs=(1, 2), lr_decay_gamma=0.5,
+                    class_weights=(0.25, 4.0), epochs=3, batch_size=4, seed=0)
     fit(tiny_config(), recipe, train, val, None, CPU, progress=False)
-    assert seen["lr"] == 0.02 and seen["weight_decay"] == 1e-3
-    assert weights and all(w == [0.25, 4.0] for w in weights)
-    assert len(weights) == 2 * math.ceil(len(train[1]) / 4)  # every window once per epoch, batches of 4
+    assert optimisers[0].param_groups[0]["weight_decay"] == 1e-3
+    per_epoch = math.ceil(len(train[1]) / 4)  # every window once per epoch, batches of 4
+    assert len(seen) == 3 * per_epoch
+    assert [lr for lr, _ in seen] == [0.02] * per_epoch + [0.01] * per_epoch + [0.005] * per_epoch
+    assert all(w == [0.25, 4.0] for _, w in seen)
+
+
+def test_fit_checks_every_window_set_against_its_data(overfitting_data):
+    train, val = overfitting_data
+    other = bank_and_windows([tiny_movie("tt8", 20, 8)], SEQ)[1]  # windows of a movie the banks lack
+    for sets in (((train[0], other), val, None), (train, (val[0], other), None), (train, val, (val[0], other))):
+        with pytest.raises(ValueError, match="rerun featurize"):
+            fit(tiny_config(), Recipe(epochs=1), *sets, CPU, progress=False)
 
 
 def test_input_scales_are_one_over_rms_of_the_banks_shots():
