@@ -15,6 +15,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from sceneseg.progress import plain_lines_on_stderr
+
 log = logging.getLogger(__name__)
 
 MOVIESCENES_GDRIVE_ID = "1oZSOkd4lFmbY205VKQ9aPv1Hz3T_-N6e"
@@ -86,16 +88,17 @@ def fetch_archive(
     # resume=True picks up such a partial file left by an earlier failed run.
     incoming = final.with_name(final.name + ".download")
     try:
-        gdown.download(
-            url=url or None,
-            id=None if url else gdrive_id,
-            output=str(incoming),
-            quiet=quiet,
-            resume=True,
-            timeout=(timeout_s, timeout_s),
-            retries=retries,
-            use_cookies=False,  # do not read or write ~/.cache/gdown/cookies.txt
-        )
+        with plain_lines_on_stderr():  # off a terminal, gdown's bar becomes a line every 30 s
+            gdown.download(
+                url=url or None,
+                id=None if url else gdrive_id,
+                output=str(incoming),
+                quiet=quiet,
+                resume=True,
+                timeout=(timeout_s, timeout_s),
+                retries=retries,
+                use_cookies=False,  # do not read or write ~/.cache/gdown/cookies.txt
+            )
     except (requests.exceptions.RequestException, gdown.exceptions.DownloadError,
             gdown.exceptions.FileURLRetrievalError, OSError) as e:
         reason = " ".join(str(e).split())[:400]

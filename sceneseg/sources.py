@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sceneseg.download import MOVIESCENES_GDRIVE_ID, fetch_archive
 from sceneseg.movies import Movie, load_movies, save_movie, write_index
+from sceneseg.progress import progress
 from sceneseg.safeload import iter_movies
 from sceneseg.synthetic import SyntheticSpec, write_synthetic_pickles
 from sceneseg.validate import check_set
@@ -66,7 +67,7 @@ def _atomic_dir(out: Path) -> Iterator[Path]:
 def _convert(movies: Iterable[Movie], out: Path) -> dict[str, int]:
     """Save each movie as soon as it is read (memory stays near one movie): imdb id -> shots."""
     counts = {}
-    for movie in movies:
+    for movie in progress(movies, desc="convert", unit="movie"):
         save_movie(movie, out)
         counts[movie.imdb_id] = movie.n_shots
         log.info("converted %s (%d shots)", movie.imdb_id, movie.n_shots)
