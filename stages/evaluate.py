@@ -1,7 +1,6 @@
 """Stage evaluate: predict every transition of every test movie; Eluvio metrics of the model,
 the stacked reference, the shipped predictions and a chance baseline; PR curve data and pictures."""
 
-import json
 from pathlib import Path
 
 from sceneseg.checkpoint import load_checkpoint
@@ -11,13 +10,8 @@ from sceneseg.models.base import owned_transitions
 from sceneseg.movies import load_movies
 from sceneseg.split import load_split
 from sceneseg.stacked import fit_stacked
-from sceneseg.stage import run, stage_args
+from sceneseg.stage import run, stage_args, write_json, writing
 from sceneseg.windows import load_windows
-
-
-def write_json(path: Path, doc) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main(args, params) -> None:
@@ -31,10 +25,12 @@ def main(args, params) -> None:
                          f"{args.model} was trained on {seq_len}: rerun featurize and train")
     split = load_split(Path(args.split))
     movies = load_movies(Path(args.movies), wins["test"].movie_ids)
+    print(f"evaluate: predicting the {len(movies)} test movies with the {ckpt.kind.name} model", flush=True)
     prob = ckpt.predict(movies, device, params.train.eval_batch_size)
     train_movies = load_movies(Path(args.movies), split["train"])
     # the stacked reference: fitted on the transitions the model trained on, threshold on its validation ones
     whole_val = wins["val"].movie_ids != wins["train"].movie_ids
+    print(f"evaluate: fitting the stacked reference on {len(wins['train'].movie_ids)} train movies", flush=True)
     ref = fit_stacked(load_movies(Path(args.movies), wins["train"].movie_ids), owned_transitions(wins["train"]),
                       load_movies(Path(args.movies), wins["val"].movie_ids),
                       None if whole_val else owned_transitions(wins["val"]), list(ckpt.feature_dims),
@@ -49,8 +45,9 @@ def main(args, params) -> None:
     for name in PR_SYSTEMS:
         if name in systems:
             write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]))
-    draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies,
-         e.fps)
+    with writing(args.figures):
+        draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies,
+             e.fps)
     for name, res in summary.items():
         print(f"evaluate: {name:12s} " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()))
 

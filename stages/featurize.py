@@ -4,7 +4,7 @@ from pathlib import Path
 
 from sceneseg.movies import read_index
 from sceneseg.split import load_split, split_all_windows
-from sceneseg.stage import run, stage_args
+from sceneseg.stage import run, stage_args, writing
 from sceneseg.windows import save_windows
 
 
@@ -14,9 +14,10 @@ def main(args, params) -> None:
     split = load_split(Path(args.split))
     wins = split_all_windows(split, n_shots, f.seq_len, s.val_by, s.val_fraction, s.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for name, w in wins.items():
-        save_windows(w, out / f"{name}.npz")
+        with writing(out / f"{name}.npz"):
+            out.mkdir(parents=True, exist_ok=True)
+            save_windows(w, out / f"{name}.npz")
         print(f"featurize: {name}: {len(w)} windows of {f.seq_len} transitions, "
               f"{int(w.own.sum())} transitions over {len(set(w.movie.tolist()))} movies")
 
