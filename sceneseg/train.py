@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from sceneseg.inference import ShotBank, autocast_for
 from sceneseg.model import LGSS, ModelConfig
+from sceneseg.progress import progress as progress_bar
+from sceneseg.resume import ResumeStore
 from sceneseg.windows import Windows
 
 
@@ -94,8 +95,13 @@ def mean_loss(model: LGSS, bank: ShotBank, w: Windows, batch_size: int, weight: 
 
 def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows], val: tuple[ShotBank, Windows],
         test: tuple[ShotBank, Windows] | None, device: torch.device,
-        on_epoch: Callable[[int, float, float], None] | None = None, progress: bool = True) -> tuple[LGSS, History]:
-    """Train LGSS on ``train`` windows, report ``val`` loss each epoch, ``test`` loss once at the end."""
+        on_epoch: Callable[[int, float, float], None] | None = None, progress: bool = True,
+        resume: ResumeStore | None = None) -> tuple[LGSS, History]:
+    """Train LGSS on ``train`` windows, report ``val`` loss each epoch, ``test`` loss once at the end.
+
+    With ``resume``, the state after each epoch is saved there, and a saved state of the same run
+    is continued from (the epochs done are reported to ``on_epoch`` again, from their history).
+    """
     for bank, w in (train, val) + ((test,) if test else ()):
         bank.check_windows(w)
     if len(train[1]) == 0:
@@ -111,8 +117,16 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
     best: dict[str, torch.Tensor] | None = None
     t0 = time.perf_counter()
     n_batches = -(-len(train[1]) // recipe.batch_size)
-    bar = tqdm(total=recipe.epochs * n_batches, desc="train", unit="batch", disable=not progress, dynamic_ncols=True)
-    for epoch in range(recipe.epochs):
+    start, objects, generators = 0, {"model": model, "optimizer": opt, "schedule": sched}, {"order": rng}
+    if resume and (done := resume.restore(objects, generators, recipe.epochs)):
+        h = done.history
+        start, best, t0 = done.epoch, h["best"], t0 - h["seconds"]
+        hist = History(h["train_loss"], h["val_loss"], best_epoch=h["best_epoch"])
+        for e in range(start if on_epoch else 0):
+            on_epoch(e + 1, hist.train_loss[e], hist.val_loss[e])
+    bar = progress_bar(total=recipe.epochs * n_batches, initial=start * n_batches, desc="train", unit="batch",
+                       disable=not progress)
+    for epoch in range(start, recipe.epochs):
         model.train()
         order = rng.permutation(len(train[1]))
         losses = []
@@ -135,6 +149,10 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
         if recipe.select_epoch == "last" or (math.isfinite(hist.val_loss[-1]) and hist.val_loss[-1] <= min(finite)):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             hist.best_epoch = epoch + 1
+        if resume:
+            resume.save(epoch + 1, objects, generators, {
+                "train_loss": hist.train_loss, "val_loss": hist.val_loss, "best_epoch": hist.best_epoch,
+                "best": best, "seconds": time.perf_counter() - t0}, last=epoch + 1 == recipe.epochs)
     bar.close()
     if best is None:
         raise ValueError(f"training diverged: the validation loss was not finite in any of the {recipe.epochs} "

@@ -1,5 +1,6 @@
 """Stage train: fit the model that train.model selects, log losses per epoch, pick the decision
-threshold on validation, save a self-contained checkpoint."""
+threshold on validation, save a self-contained checkpoint. An interrupted run resumes from its
+last finished epoch (the state lives under data.cache_dir, see sceneseg.resume)."""
 
 import json
 from pathlib import Path
@@ -13,8 +14,9 @@ from sceneseg.inference import pick_device
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
 from sceneseg.plots import plot_losses
+from sceneseg.resume import ResumeStore, code_digest, data_digest, key_parts
 from sceneseg.split import load_split
-from sceneseg.stage import run, stage_args
+from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
 from sceneseg.windows import load_windows
 
 
@@ -35,14 +37,23 @@ def main(args, params) -> None:
         live.log_metric("loss/train", losses["train"])
         live.log_metric("loss/val", losses["val"])
 
-    trained = kind.train(data, params.model, t, device, on_epoch=on_epoch)
+    # everything that determines the run: a saved state of another run is never picked up
+    sections = {"train": to_dict(t), t.model: to_dict(params.model), "featurize": to_dict(params.featurize),
+                "split": to_dict(params.split)}
+    store = ResumeStore(Path(params.data.cache_dir).expanduser() / "resume", key_parts(
+        sections, data_digest(Path(args.movies), Path(args.split), Path(args.windows)), code_digest(), str(device)))
+    try:
+        trained = kind.train(data, params.model, t, device, on_epoch=on_epoch, resume=store)
+    except KeyboardInterrupt:
+        raise Interrupted(store.interrupted_message()) from None
     # no live.end(): it would add a summary metrics.json next to the loss TSVs (metrics/train.json has it)
     print(f"train: decision threshold {trained.threshold:.3f} (chosen on validation by {t.threshold_metric})")
     # the params this model depends on: the shared sections and its own (evaluate's do not change it)
     trained_with = {k: v for k, v in to_dict(params).items() if k not in ("evaluate", "models")}
     trained_with[t.model] = to_dict(params.model)
-    save_checkpoint(Path(args.model), t.model, trained.model, trained.config, trained.threshold,
-                    t.threshold_metric, params=trained_with, commit=git_commit())
+    with writing(args.model):
+        save_checkpoint(Path(args.model), t.model, trained.model, trained.config, trained.threshold,
+                        t.threshold_metric, params=trained_with, commit=git_commit())
     epochs = len(trained.train_loss)
     best = trained.best_epoch
     summary = {
@@ -53,10 +64,11 @@ def main(args, params) -> None:
         "last_val_loss": trained.val_loss[-1], "threshold": trained.threshold, "epochs": epochs,
         "best_epoch": best, **trained.extra,
     }
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(summary, indent=2) + "\n")
-    plot_losses(list(range(1, epochs + 1)), trained.train_loss, trained.val_loss, Path(args.plots) / "loss.png",
-                test=trained.test_loss, kept_epoch=best)
+    write_json(args.metrics, summary)
+    with writing(Path(args.plots) / "loss.png"):
+        plot_losses(list(range(1, epochs + 1)), trained.train_loss, trained.val_loss, Path(args.plots) / "loss.png",
+                    test=trained.test_loss, kept_epoch=best)
+    store.clear()  # the outputs are written: nothing is left to resume
     rate = trained.transitions_per_epoch * epochs / max(trained.seconds, 1e-9)
     print(f"train: {json.dumps(summary)}; {trained.seconds:.0f} s on {device}, {rate:.0f} transitions/s")
 

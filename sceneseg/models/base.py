@@ -19,6 +19,7 @@ import torch
 
 from sceneseg.config import check_choice
 from sceneseg.movies import MODALITIES, Movie, load_movies
+from sceneseg.resume import ResumeStore
 from sceneseg.windows import Windows, transition_index
 
 # epoch (1-based), {"train": loss, "val": loss, ...}: called once per epoch (loss curves, logs)
@@ -106,8 +107,11 @@ class ModelKind:
         return float(p.lr)
 
     def train(self, data: TrainData, p, common, device: torch.device, on_epoch: EpochCallback | None = None,
-              progress: bool = True) -> Trained:
-        """Train on ``data`` with the model's params ``p`` and the shared ``train`` params ``common``."""
+              progress: bool = True, resume: ResumeStore | None = None) -> Trained:
+        """Train on ``data`` with the model's params ``p`` and the shared ``train`` params ``common``.
+
+        With ``resume``, save the full state after every epoch there and continue a saved state of
+        the same run (reporting its finished epochs to ``on_epoch`` again)."""
         raise NotImplementedError
 
     def build(self, config: dict) -> torch.nn.Module:

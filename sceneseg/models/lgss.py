@@ -59,7 +59,7 @@ class LGSSKind(ModelKind):
         check_choice(f"{section}.select_epoch", p.select_epoch, ("best_val", "last"))
 
     def train(self, data: TrainData, p: LGSSParams, common, device: torch.device, on_epoch=None,
-              progress: bool = True) -> Trained:
+              progress: bool = True, resume=None) -> Trained:
         wins = data.windows
         banks = {}
         for name, w in wins.items():
@@ -82,7 +82,8 @@ class LGSSKind(ModelKind):
                 on_epoch(epoch, {"train": train_loss, "val": val_loss})
 
         model, hist = fit(net_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),
-                          (banks["test"], wins["test"]), device, on_epoch=per_epoch, progress=progress)
+                          (banks["test"], wins["test"]), device, on_epoch=per_epoch, progress=progress,
+                          resume=resume)
         threshold = validation_threshold(model, banks["val"], wins["val"], common.threshold_metric,
                                          common.eval_batch_size)
         return Trained(model, {"net": net_cfg.to_dict(), "seq_len": wins["train"].seq_len}, threshold,

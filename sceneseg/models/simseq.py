@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from sceneseg.config import check_range
 from sceneseg.metrics import choose_threshold
 from sceneseg.models.base import ModelKind, TrainData, Trained, check_class_weights, check_modalities
 from sceneseg.movies import Movie
+from sceneseg.progress import progress as progress_bar
 from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
 from sceneseg.train import seed_everything
 
@@ -171,7 +171,7 @@ class SimSeqKind(ModelKind):
         check_range(f"{section}.patience", p.patience, 0, 10_000)
 
     def train(self, data: TrainData, p: SimSeqParams, common, device: torch.device, on_epoch=None,
-              progress: bool = True) -> Trained:
+              progress: bool = True, resume=None) -> Trained:
         t0 = time.perf_counter()
         train_movies = data.movies("train")
         dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
@@ -202,8 +202,16 @@ class SimSeqKind(ModelKind):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         train_loss, val_loss, val_ap = [], [], []
         best_state, best_epoch = None, 0
-        bar = tqdm(total=common.epochs, desc="train simseq", unit="epoch", disable=not progress, dynamic_ncols=True)
-        for epoch in range(common.epochs):
+        start, objects, generators = 0, {"net": net, "optimizer": opt, "schedule": sched}, {"crops": rng}
+        if resume and (done := resume.restore(objects, generators, common.epochs)):
+            h = done.history
+            train_loss, val_loss, val_ap, best_state, best_epoch = (h[k] for k in (
+                "train_loss", "val_loss", "val_ap", "best_state", "best_epoch"))
+            start, t0 = common.epochs if done.last else done.epoch, t0 - h["seconds"]
+            for e in range(done.epoch if on_epoch else 0):
+                on_epoch(e + 1, {"train": train_loss[e], "val": val_loss[e], "val_ap": val_ap[e]})
+        bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
+        for epoch in range(start, common.epochs):
             net.train()
             crops = _crops(tr.n_trans, p.crop_len, rng)
             order = rng.permutation(len(crops))
@@ -236,7 +244,13 @@ class SimSeqKind(ModelKind):
             bar.set_postfix(train=f"{train_loss[-1]:.4f}", val=f"{vl:.4f}", val_ap=f"{ap:.3f}")
             if on_epoch:
                 on_epoch(epoch + 1, {"train": train_loss[-1], "val": vl, "val_ap": ap})
-            if p.patience and epoch + 1 - best_epoch >= p.patience:
+            stop = bool(p.patience) and epoch + 1 - best_epoch >= p.patience
+            if resume:
+                resume.save(epoch + 1, objects, generators, {
+                    "train_loss": train_loss, "val_loss": val_loss, "val_ap": val_ap, "best_state": best_state,
+                    "best_epoch": best_epoch, "seconds": time.perf_counter() - t0},
+                    last=stop or epoch + 1 == common.epochs)
+            if stop:
                 bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
                 break
         bar.close()
