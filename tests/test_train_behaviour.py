@@ -101,12 +101,16 @@ def recording_fit(monkeypatch, recipe, train, val, test):
 
     monkeypatch.setattr(train_mod, "LGSS", Recorded)
     states: dict[int, dict[str, torch.Tensor]] = {}
+    reported = []
 
     def on_epoch(epoch, train_loss, val_loss):
         states[epoch] = {k: v.detach().clone() for k, v in created[0].state_dict().items()}
+        reported.append((epoch, train_loss, val_loss))
 
     model, hist = fit(tiny_config(), recipe, train, val, test, CPU, on_epoch=on_epoch, progress=False)
     assert len(created) == 1 and model is created[0]
+    assert reported == list(zip(range(1, recipe.epochs + 1), hist.train_loss, hist.val_loss))
+    assert 0 < hist.seconds < 600
     return model, hist, states
 
 
@@ -143,6 +147,8 @@ def test_fit_with_select_last_keeps_the_last_epoch(monkeypatch, overfitting_data
     train, val = overfitting_data
     recipe = Recipe(lr=0.03, epochs=6, batch_size=2, eval_batch_size=5, lr_decay_epochs=(5,), select_epoch="last", seed=1)
     model, hist, states = recording_fit(monkeypatch, recipe, train, val, None)
+    _, again = fit(tiny_config(), recipe, train, val, None, CPU, progress=False)
+    assert again.train_loss == hist.train_loss and again.val_loss == hist.val_loss  # seeded: reproducible
     assert hist.best_epoch == 6 and min(hist.val_loss) < hist.val_loss[-1]  # best_val would pick another
     assert_state_equal(model.state_dict(), states[6])
     assert hist.test_loss is None and len(hist.train_loss) == len(hist.val_loss) == 6
