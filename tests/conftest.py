@@ -47,3 +47,9 @@ def bank_and_windows(movies: list[Movie], seq_len: int) -> tuple[ShotBank, Windo
     """The movies' features on the CPU (shot_num 4) and all their windows."""
     bank = ShotBank(movies, list(TINY_DIMS), torch.device("cpu"), 4)
     return bank, build_windows([m.imdb_id for m in movies], [m.n_shots for m in movies], seq_len)
+
+
+def pytest_configure(config) -> None:
+    """One torch thread: the tests' data are tiny, and on a busy 2-core machine a second thread
+    makes torch many times slower instead of faster."""
+    torch.set_num_threads(1)

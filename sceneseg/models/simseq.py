@@ -128,25 +128,35 @@ class _Set:
 
 
 @torch.no_grad()
-def _predict_set(net: SimSeqNet, s: _Set) -> list[Tensor]:
+def _logits(net: SimSeqNet, s: _Set) -> list[Tensor]:
+    """Logits [N-1] of every transition of each movie, whole movies at once."""
     net.eval()
-    return [torch.sigmoid(net(x[None]))[0] for x in s.x]
+    return [net(x[None])[0] for x in s.x]
 
 
 def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, dict, dict]:
-    """Weighted loss and pooled AP over the masked transitions; per-movie labels and probabilities."""
+    """Weighted loss and pooled AP over the masked transitions; per-movie labels and probabilities there."""
     total, norm = 0.0, 0.0
     gt, prob = {}, {}
-    for i, p in zip(s.ids, _predict_set(net, s)):
-        k = s.ids.index(i)
-        logit = torch.logit(p.double().clamp(1e-12, 1 - 1e-12)).float()
+    for k, (i, logit) in enumerate(zip(s.ids, _logits(net, s))):
         a, b = _weighted_bce(logit, s.y[k], s.mask[k], class_weights)
         total, norm = total + a.item(), norm + b.item()
         sel = s.mask[k].bool().cpu().numpy()
-        gt[i], prob[i] = s.y[k].cpu().numpy()[sel].astype(bool), p.double().cpu().numpy()[sel]
+        gt[i] = s.y[k].cpu().numpy()[sel].astype(bool)
+        prob[i] = torch.sigmoid(logit).double().cpu().numpy()[sel]  # as predict() computes it
     pooled_gt = np.concatenate(list(gt.values()))
     ap = float(average_precision_score(pooled_gt, np.concatenate(list(prob.values())))) if pooled_gt.any() else 0.0
     return total / max(norm, 1e-12), ap, gt, prob
+
+
+def _threshold(gt: dict, prob: dict, metric: str, val_movies: list[Movie]) -> float:
+    """Chosen on the validation transitions only, like LGSS's (:mod:`sceneseg.threshold`)."""
+    if metric == "fixed":
+        return 0.5
+    if metric == "miou":  # whole validation movies (split.val_by: movie)
+        ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val_movies}
+        return float(choose_threshold(gt, prob, metric="miou", shot_end_frame=ends))
+    return float(choose_threshold(np.concatenate(list(gt.values())), np.concatenate(list(prob.values())), "f1"))
 
 
 class SimSeqKind(ModelKind):
@@ -257,22 +267,12 @@ class SimSeqKind(ModelKind):
         net.load_state_dict(best_state)
         print(f"train: keeping the weights of epoch {best_epoch} (best validation AP {val_ap[best_epoch - 1]:.4f})")
         _, _, gt, prob = _loss_and_ap(net, va, cw)
-        threshold = self._threshold(gt, prob, va, common.threshold_metric, whole_val, data)
+        threshold = _threshold(gt, prob, common.threshold_metric, data.movies("val"))
         test_loss = _loss_and_ap(net, te, cw)[0]
         net.eval()
-        return Trained(net.cpu().to(device), cfg, threshold, train_loss, val_loss, best_epoch, test_loss,
+        return Trained(net, cfg, threshold, train_loss, val_loss, best_epoch, test_loss,
                        time.perf_counter() - t0, int(sum(m.sum().item() for m in tr.mask)),
                        extra={"val_ap": val_ap[best_epoch - 1]})
-
-    @staticmethod
-    def _threshold(gt: dict, prob: dict, va: _Set, metric: str, whole_val: bool, data: TrainData) -> float:
-        """Chosen on the validation transitions only, like LGSS's (``sceneseg.threshold``)."""
-        if metric == "fixed":
-            return 0.5
-        if metric == "miou":
-            ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in data.movies("val")}
-            return float(choose_threshold(gt, prob, metric="miou", shot_end_frame=ends))
-        return float(choose_threshold(np.concatenate(list(gt.values())), np.concatenate(list(prob.values())), "f1"))
 
     def build(self, config: dict) -> SimSeqNet:
         return SimSeqNet(config)
