@@ -207,3 +207,20 @@ def test_owned_transitions_partition_the_train_movies(data):
     tr, va = owned_transitions(data.windows["train"]), owned_transitions(data.windows["val"])
     for m in data.movies("train"):
         assert not (tr[m.imdb_id] & va[m.imdb_id]).any() and (tr[m.imdb_id] | va[m.imdb_id]).all()
+
+
+def test_whole_validation_movies_and_the_miou_threshold(tmp_path, params):
+    """With split.val_by: movie both models validate on whole held-out movies; 'miou' picks the
+    threshold that maximises their mean Miou."""
+    data = make_data(tmp_path / "movies", SyntheticSpec(8, 40, 60, seed=3), params, val_by="movie")
+    assert set(data.split["val"]).isdisjoint(data.split["train"]) and data.split["val"]
+    kind = get_model("simseq")
+    common, own = tiny(params, "simseq", epochs=3)
+    trained = kind.train(data, own, dataclasses.replace(common, threshold_metric="miou"), CPU, progress=False)
+    val = data.movies("val")
+    prob = kind.predict(trained.model, trained.config, val, CPU, 16)
+    gt = {m.imdb_id: np.asarray(m.boundary, bool) for m in val}
+    ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
+    assert trained.threshold == choose_threshold(gt, prob, "miou", shot_end_frame=ends)
+    ref = fit_stacked(data.movies("train"), None, val, None, own.modalities, threshold_metric="miou")
+    assert ref.threshold == choose_threshold(gt, ref.predict(val), "miou", shot_end_frame=ends)
