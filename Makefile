@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sceneseg-installed
 PLOTS_TEMPLATE := .dvc/plots_template.html
 
-.PHONY: setup run test plots mutants clean-venv
+.PHONY: setup run test plots sweep mutants clean-venv
 
 setup: $(STAMP) $(PLOTS_TEMPLATE)
 
@@ -32,6 +32,18 @@ plots: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Run the experiments queued with `dvc exp run --queue ...`, JOBS at a time, and wait for all of them.
+# SCENESEG_JOBS tells every run how many share the machine (CPU threads = cores / JOBS; on several
+# GPUs each run claims its own). PYTHONPATH=.: a queued run imports the sceneseg of its own copy of
+# the repo (.dvc/tmp/exps/...), not the workspace's that the editable install points to.
+JOBS ?= 2
+sweep: setup
+	PATH="$(abspath $(BIN)):$$PATH" SCENESEG_JOBS=$(JOBS) PYTHONPATH=. dvc queue start -j $(JOBS)
+	@while PATH="$(abspath $(BIN)):$$PATH" dvc queue status | grep -qE 'Queued|Running'; do sleep 10; done
+	@PATH="$(abspath $(BIN)):$$PATH" dvc queue status
+	@! PATH="$(abspath $(BIN)):$$PATH" dvc queue status | grep -q Failed || \
+		{ echo "some experiments failed: dvc queue logs <task> shows why"; exit 1; }
 
 # Mutation testing of the modules that decide the numbers (config: [tool.mutmut] in pyproject.toml).
 # A development check, too slow for `make test` or CI: about 25 minutes on 2 cores. Prints

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sceneseg.distributed import Dist
 from sceneseg.inference import ShotBank, autocast_for
 from sceneseg.model import LGSS, ModelConfig
 from sceneseg.progress import progress as progress_bar
@@ -79,16 +80,42 @@ def window_loss(model: LGSS, bank: ShotBank, w: Windows, rows: np.ndarray, weigh
     return F.cross_entropy(*owned_logits(model, bank, w, rows), weight=weight)
 
 
+def sharded_step(model: LGSS, opt: torch.optim.Optimizer, bank: ShotBank, w: Windows, rows: np.ndarray,
+                 weight: torch.Tensor, dist: Dist) -> float:
+    """One optimiser step on the global batch ``rows``, of which this rank computes its shard.
+
+    The class-weighted loss of each shard is divided by the weight sum of the *whole* global batch
+    and the gradients are summed over the ranks, so the step is the one-process step on all of
+    ``rows`` (up to float rounding). Returns the global batch's loss."""
+    mine = dist.shard(rows)
+    opt.zero_grad(set_to_none=True)
+    if len(mine):
+        logits, y = owned_logits(model, bank, w, mine)
+        s = F.cross_entropy(logits, y, weight=weight, reduction="sum")
+        total, norm = dist.sum(s.item(), weight[y].sum().item())
+        (s / norm).backward()
+    else:  # fewer windows than ranks in the last batch: this rank only joins the sums
+        total, norm = dist.sum(0.0, 0.0)
+    dist.sum_grads(model.parameters())
+    opt.step()
+    return total / norm
+
+
 @torch.no_grad()
-def mean_loss(model: LGSS, bank: ShotBank, w: Windows, batch_size: int, weight: torch.Tensor) -> float:
-    """Class-weighted cross-entropy over all owned transitions of ``w`` (independent of batch size)."""
+def mean_loss(model: LGSS, bank: ShotBank, w: Windows, batch_size: int, weight: torch.Tensor,
+              dist: Dist | None = None) -> float:
+    """Class-weighted cross-entropy over all owned transitions of ``w`` (independent of batch size);
+    with ``dist``, each rank computes its shard of the windows and the sums are shared."""
     was_training = model.training
     model.eval()
+    rows = np.arange(len(w)) if dist is None else dist.shard(np.arange(len(w)))
     total, norm = 0.0, 0.0
-    for lo in range(0, len(w), batch_size):
-        logits, y = owned_logits(model, bank, w, np.arange(lo, min(lo + batch_size, len(w))))
+    for lo in range(0, len(rows), batch_size):
+        logits, y = owned_logits(model, bank, w, rows[lo:lo + batch_size])
         total += F.cross_entropy(logits, y, weight=weight, reduction="sum").item()
         norm += weight[y].sum().item()
+    if dist is not None:
+        total, norm = dist.sum(total, norm)
     model.train(was_training)
     return total / norm
 
@@ -96,11 +123,14 @@ def mean_loss(model: LGSS, bank: ShotBank, w: Windows, batch_size: int, weight: 
 def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows], val: tuple[ShotBank, Windows],
         test: tuple[ShotBank, Windows] | None, device: torch.device,
         on_epoch: Callable[[int, float, float], None] | None = None, progress: bool = True,
-        resume: ResumeStore | None = None) -> tuple[LGSS, History]:
+        resume: ResumeStore | None = None, dist: Dist | None = None) -> tuple[LGSS, History]:
     """Train LGSS on ``train`` windows, report ``val`` loss each epoch, ``test`` loss once at the end.
 
     With ``resume``, the state after each epoch is saved there, and a saved state of the same run
     is continued from (the epochs done are reported to ``on_epoch`` again, from their history).
+    With ``dist`` (data-parallel, see :mod:`sceneseg.distributed`), every rank runs this with the
+    same seed, so the same initial weights and window order; each computes its shard of every
+    global batch of ``recipe.batch_size`` windows; only rank 0 saves the resume state.
     """
     for bank, w in (train, val) + ((test,) if test else ()):
         bank.check_windows(w)
@@ -131,16 +161,19 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
         order = rng.permutation(len(train[1]))
         losses = []
         for lo in range(0, len(order), recipe.batch_size):
-            loss = window_loss(model, *train, order[lo:lo + recipe.batch_size], weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            if dist is None:
+                loss = window_loss(model, *train, order[lo:lo + recipe.batch_size], weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            else:
+                losses.append(sharded_step(model, opt, *train, order[lo:lo + recipe.batch_size], weight, dist))
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{np.mean(losses):.4f}")
         sched.step()
         hist.train_loss.append(float(np.mean(losses)))
-        hist.val_loss.append(mean_loss(model, *val, recipe.eval_batch_size, weight))
+        hist.val_loss.append(mean_loss(model, *val, recipe.eval_batch_size, weight, dist))
         bar.write(f"epoch {epoch + 1:3d}/{recipe.epochs}  train loss {hist.train_loss[-1]:.4f}  "
                   f"val loss {hist.val_loss[-1]:.4f}  lr {opt.param_groups[0]['lr']:.2g}")
         if on_epoch:
@@ -149,7 +182,7 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
         if recipe.select_epoch == "last" or (math.isfinite(hist.val_loss[-1]) and hist.val_loss[-1] <= min(finite)):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             hist.best_epoch = epoch + 1
-        if resume:
+        if resume and (dist is None or dist.rank == 0):
             resume.save(epoch + 1, objects, generators, {
                 "train_loss": hist.train_loss, "val_loss": hist.val_loss, "best_epoch": hist.best_epoch,
                 "best": best, "seconds": time.perf_counter() - t0}, last=epoch + 1 == recipe.epochs)
@@ -161,7 +194,7 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
     if recipe.select_epoch != "last":
         print(f"train: keeping the weights of epoch {hist.best_epoch} (lowest validation loss)")
     if test is not None:  # once, after training (the seed's protocol)
-        hist.test_loss = mean_loss(model, *test, recipe.eval_batch_size, weight)
+        hist.test_loss = mean_loss(model, *test, recipe.eval_batch_size, weight, dist)
     hist.seconds = time.perf_counter() - t0
     model.eval()
     return model, hist

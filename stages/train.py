@@ -10,6 +10,7 @@ from dvclive import Live
 
 from sceneseg.checkpoint import git_commit, save_checkpoint
 from sceneseg.config import to_dict
+from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
 from sceneseg.inference import pick_device
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
@@ -22,11 +23,15 @@ from sceneseg.windows import load_windows
 
 def main(args, params) -> None:
     t = params.train
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
-    device = pick_device(t.device)
+    # jobs sharing the machine (SCENESEG_JOBS) and data-parallel processes split the cores between them
+    threads = cpu_threads(t.num_threads, jobs_from_env(), t.world_size, available_cores())
+    if threads:
+        torch.set_num_threads(threads)
+    device = pick_device(t.device, claim=t.world_size == 1)  # data-parallel ranks take one GPU each
     kind = get_model(t.model)
-    print(f"train: model {t.model}, device {device} ({torch.get_num_threads()} CPU threads)")
+    procs = f", {t.world_size} processes" if t.world_size > 1 else ""
+    print(f"train: model {t.model}, device {device.type if procs else device}{procs} "
+          f"({threads or torch.get_num_threads()} CPU threads{' each' if procs else ''})")
     wins = {n: load_windows(Path(args.windows) / f"{n}.npz") for n in ("train", "val", "test")}
     data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, params.featurize.shot_num)
 
@@ -41,11 +46,14 @@ def main(args, params) -> None:
     sections = {"train": to_dict(t), t.model: to_dict(params.model), "featurize": to_dict(params.featurize),
                 "split": to_dict(params.split)}
     store = ResumeStore(Path(params.data.cache_dir).expanduser() / "resume", key_parts(
-        sections, data_digest(Path(args.movies), Path(args.split), Path(args.windows)), code_digest(), str(device)))
+        sections, data_digest(Path(args.movies), Path(args.split), Path(args.windows)), code_digest(), device.type))
     try:
         trained = kind.train(data, params.model, t, device, on_epoch=on_epoch, resume=store)
     except KeyboardInterrupt:
         raise Interrupted(store.interrupted_message()) from None
+    except WorkerNode as e:  # a machine of a multi-node job other than rank 0's: nothing to write here
+        print(f"train: {e}")
+        return
     # no live.end(): it would add a summary metrics.json next to the loss TSVs (metrics/train.json has it)
     print(f"train: decision threshold {trained.threshold:.3f} (chosen on validation by {t.threshold_metric})")
     # the params this model depends on: the shared sections and its own (evaluate's do not change it)

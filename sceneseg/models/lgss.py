@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sceneseg.config import check_choice, check_range
+from sceneseg.distributed import Dist, available_cores, cpu_threads, jobs_from_env, launch
 from sceneseg.inference import ShotBank, predict_windows
 from sceneseg.model import LGSS, ModelConfig
 from sceneseg.models.base import ModelKind, TrainData, Trained, check_class_weights, check_modalities
@@ -60,35 +61,18 @@ class LGSSKind(ModelKind):
 
     def train(self, data: TrainData, p: LGSSParams, common, device: torch.device, on_epoch=None,
               progress: bool = True, resume=None) -> Trained:
-        wins = data.windows
-        banks = {}
-        for name, w in wins.items():
-            if name == "val" and w.movie_ids == wins["train"].movie_ids:
-                banks[name] = banks["train"]  # val windows are windows of the train movies
-            else:
-                banks[name] = ShotBank(data.movies(name), p.modalities, device, data.shot_num)
-        dims = {m: int(banks["train"].features[m].shape[1]) for m in p.modalities}
-        net_cfg = ModelConfig(feature_dims=dims, fusion_weights={m: p.fusion_weights[m] for m in p.modalities},
-                              shot_num=data.shot_num, sim_channel=p.sim_channel, lstm_hidden=p.lstm_hidden,
-                              fc_hidden=p.fc_hidden,
-                              input_scale=input_scales(banks["train"]) if p.scale_inputs else None)
-        recipe = Recipe(lr=common.lr if common.lr is not None else p.lr, weight_decay=p.weight_decay,
-                        lr_decay_epochs=tuple(p.lr_decay_epochs), lr_decay_gamma=p.lr_decay_gamma,
-                        class_weights=tuple(p.class_weights), epochs=common.epochs, batch_size=common.batch_size,
-                        eval_batch_size=common.eval_batch_size, select_epoch=p.select_epoch, seed=common.seed)
-
-        def per_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        if common.world_size == 1:
+            return _train(data, p, common, device, on_epoch, progress, resume)
+        # data-parallel: every rank loads the movies itself (nothing large travels to the processes);
+        # rank 0 sends back the trained model, the losses are reported to on_epoch afterwards
+        fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
+        threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size, available_cores())
+        trained = launch(common.world_size, device.type, _train_rank, (fresh, p, common, progress, resume), threads)
+        trained.model.to(device)
+        for e, (tl, vl) in enumerate(zip(trained.train_loss, trained.val_loss)):
             if on_epoch:
-                on_epoch(epoch, {"train": train_loss, "val": val_loss})
-
-        model, hist = fit(net_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),
-                          (banks["test"], wins["test"]), device, on_epoch=per_epoch, progress=progress,
-                          resume=resume)
-        threshold = validation_threshold(model, banks["val"], wins["val"], common.threshold_metric,
-                                         common.eval_batch_size)
-        return Trained(model, {"net": net_cfg.to_dict(), "seq_len": wins["train"].seq_len}, threshold,
-                       hist.train_loss, hist.val_loss, hist.best_epoch, hist.test_loss, hist.seconds,
-                       int(wins["train"].own.sum()))
+                on_epoch(e + 1, {"train": tl, "val": vl})
+        return trained
 
     def build(self, config: dict) -> LGSS:
         return LGSS(ModelConfig.from_dict(config["net"]))
@@ -102,3 +86,47 @@ class LGSSKind(ModelKind):
         bank = ShotBank(movies, list(model.cfg.feature_dims), device, model.cfg.shot_num)
         windows = build_windows([m.imdb_id for m in movies], [m.n_shots for m in movies], int(config["seq_len"]))
         return predict_windows(model, bank, windows, batch_size)
+
+
+def _train_rank(dist: Dist, data: TrainData, p: LGSSParams, common, progress: bool, resume) -> Trained | None:
+    """One process of data-parallel training (see :func:`sceneseg.distributed.launch`)."""
+    trained = _train(data, p, common, dist.device, None, progress and dist.rank == 0, resume, dist)
+    if trained is not None:
+        trained.model.cpu()
+    return trained
+
+
+def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoch, progress: bool, resume,
+           dist: Dist | None = None) -> Trained | None:
+    """LGSS on ``data``; with ``dist``, this rank's part, and the result on rank 0 only."""
+    wins = data.windows
+    banks = {}
+    for name, w in wins.items():
+        if name == "val" and w.movie_ids == wins["train"].movie_ids:
+            banks[name] = banks["train"]  # val windows are windows of the train movies
+        else:
+            banks[name] = ShotBank(data.movies(name), p.modalities, device, data.shot_num)
+    dims = {m: int(banks["train"].features[m].shape[1]) for m in p.modalities}
+    net_cfg = ModelConfig(feature_dims=dims, fusion_weights={m: p.fusion_weights[m] for m in p.modalities},
+                          shot_num=data.shot_num, sim_channel=p.sim_channel, lstm_hidden=p.lstm_hidden,
+                          fc_hidden=p.fc_hidden,
+                          input_scale=input_scales(banks["train"]) if p.scale_inputs else None)
+    recipe = Recipe(lr=common.lr if common.lr is not None else p.lr, weight_decay=p.weight_decay,
+                    lr_decay_epochs=tuple(p.lr_decay_epochs), lr_decay_gamma=p.lr_decay_gamma,
+                    class_weights=tuple(p.class_weights), epochs=common.epochs, batch_size=common.batch_size,
+                    eval_batch_size=common.eval_batch_size, select_epoch=p.select_epoch, seed=common.seed)
+
+    def per_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        if on_epoch:
+            on_epoch(epoch, {"train": train_loss, "val": val_loss})
+
+    model, hist = fit(net_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),
+                      (banks["test"], wins["test"]), device, on_epoch=per_epoch, progress=progress,
+                      resume=resume, dist=dist)
+    if dist is not None and dist.rank != 0:
+        return None
+    threshold = validation_threshold(model, banks["val"], wins["val"], common.threshold_metric,
+                                     common.eval_batch_size)
+    return Trained(model, {"net": net_cfg.to_dict(), "seq_len": wins["train"].seq_len}, threshold,
+                   hist.train_loss, hist.val_loss, hist.best_epoch, hist.test_loss, hist.seconds,
+                   int(wins["train"].own.sum()))

@@ -1,0 +1,183 @@
+"""sceneseg.distributed: threads per job, GPU choice, and data-parallel LGSS on CPU (gloo).
+
+The data-parallel tests spawn 2 processes each (about 10-25 s apiece on 2 cores, most of it
+starting Python and torch); the whole file takes about a minute.
+"""
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sceneseg.config import load_params, parse_params
+from sceneseg.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
+from sceneseg.models import get_model
+from sceneseg.synthetic import SyntheticSpec
+from test_models import make_data, tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def test_threads_split_the_cores_between_jobs_and_processes():
+    assert cpu_threads(0, jobs=1, procs=1, cores=2) is None  # one job: torch's default, as before
+    assert cpu_threads(0, jobs=2, procs=1, cores=2) == 1
+    assert cpu_threads(0, jobs=2, procs=1, cores=16) == 8
+    assert cpu_threads(0, jobs=3, procs=2, cores=16) == 2
+    assert cpu_threads(0, jobs=4, procs=1, cores=2) == 1  # never 0
+    assert cpu_threads(0, jobs=1, procs=2, cores=2) == 1
+    assert cpu_threads(3, jobs=4, procs=2, cores=2) == 3  # an explicit train.num_threads wins
+
+
+def test_jobs_come_from_the_environment_and_are_checked():
+    assert jobs_from_env({}) == 1
+    assert jobs_from_env({"SCENESEG_JOBS": ""}) == 1
+    assert jobs_from_env({"SCENESEG_JOBS": "4"}) == 4
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(ValueError, match=r"SCENESEG_JOBS: expected an integer >= 1, found"):
+            jobs_from_env({"SCENESEG_JOBS": bad})
+
+
+def test_parallel_jobs_claim_different_gpus_then_share_the_emptiest():
+    free = [10, 30, 30, 5]
+    claims: set[int] = set()
+
+    def try_claim(i):  # a lock per GPU, as the lock files do across processes
+        if i in claims:
+            return False
+        claims.add(i)
+        return True
+
+    def no_memory_query(i):
+        raise AssertionError("free memory is only asked when every GPU is claimed")
+
+    assert [choose_gpu(4, try_claim, no_memory_query) for _ in range(4)] == [0, 1, 2, 3]
+    assert choose_gpu(4, try_claim, lambda i: free[i]) == 1  # all claimed: most free memory, lowest index
+    assert choose_gpu(1, lambda i: False, lambda i: 0) == 0
+
+
+def test_gpu_claims_are_exclusive_between_processes(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from pathlib import Path; from sceneseg.distributed import _lock_claim; "
+            "print(_lock_claim(Path(sys.argv[1]), 'gpu0'), flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        other = subprocess.run([sys.executable, "-c", code.replace("time.sleep(30)", "pass"), str(tmp_path)],
+                               capture_output=True, text=True, check=True)
+        assert other.stdout.strip() == "False"  # held by the first process
+    finally:
+        holder.kill()
+        holder.wait()
+    again = subprocess.run([sys.executable, "-c", code.replace("time.sleep(30)", "pass"), str(tmp_path)],
+                           capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "True"  # the OS dropped the claim when the holder died
+
+
+def test_shards_cover_a_batch_once_in_order():
+    rows = np.arange(7)
+    shards = [Dist(r, 3, CPU).shard(rows) for r in range(3)]
+    assert [s.tolist() for s in shards] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert Dist(2, 3, CPU).shard(np.arange(2)).tolist() == []  # fewer rows than ranks: an empty shard
+
+
+def test_world_size_is_validated_and_lgss_only():
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert parse_params(raw).train.world_size == 1
+    raw["train"]["world_size"] = 0
+    with pytest.raises(ValueError, match=r"'train.world_size': expected a value in \[1, 1024\], found 0"):
+        parse_params(raw)
+    raw["train"]["world_size"] = 2
+    with pytest.raises(ValueError, match="'train.world_size': 2 processes .* implemented for lgss only"):
+        parse_params(raw)
+    raw["train"]["model"] = "lgss"
+    assert parse_params(raw).train.world_size == 2
+
+
+def test_multi_node_rendezvous_needs_the_master_address():
+    assert rendezvous(2, {})[:2] == (1, 2)
+    with pytest.raises(ValueError, match="multiple of SCENESEG_NNODES=2"):
+        rendezvous(3, {"SCENESEG_NNODES": "2"})
+    with pytest.raises(ValueError, match="set MASTER_ADDR and MASTER_PORT"):
+        rendezvous(4, {"SCENESEG_NNODES": "2"})
+    nodes, per_node, kw = rendezvous(4, {"SCENESEG_NNODES": "2", "SCENESEG_NODE_RANK": "1",
+                                         "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
+    assert (nodes, per_node, kw["rdzv_backend"], kw["rdzv_endpoint"], kw["rdzv_configs"]) == (
+        2, 2, "static", "10.0.0.1:29500", {"rank": 1})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    params = load_params(ROOT / "params.yaml")
+    return params, make_data(tmp_path_factory.mktemp("d") / "movies", SyntheticSpec(6, 40, 60, seed=1), params)
+
+
+def test_two_gloo_processes_train_the_same_lgss_as_one(data):
+    """batch_size 4 split 2 + 2 (the last batches of an epoch 1 + 0 or 1 + 1): after 2 epochs of
+    steps the weights, losses and threshold agree with one process to float32 rounding."""
+    params, train_data = data
+    common, own = tiny(params, "lgss", epochs=2, select_epoch="last", lr=1e-3)
+    kind = get_model("lgss")
+    one = kind.train(train_data, own, common, CPU, progress=False)
+    epochs = []
+    two = kind.train(train_data, own, dataclasses.replace(common, world_size=2), CPU, progress=False,
+                     on_epoch=lambda e, losses: epochs.append((e, losses)))
+    n_steps = 2 * -(-len(train_data.windows["train"]) // common.batch_size)
+    assert n_steps >= 10
+    a, b = one.model.state_dict(), two.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
+    np.testing.assert_allclose(two.train_loss, one.train_loss, rtol=1e-6)
+    np.testing.assert_allclose(two.val_loss, one.val_loss, rtol=1e-6)
+    assert two.test_loss == pytest.approx(one.test_loss, rel=1e-6)
+    assert two.threshold == one.threshold and two.best_epoch == one.best_epoch == 2
+    assert [e for e, _ in epochs] == [1, 2] and epochs[1][1]["val"] == two.val_loss[1]
+
+
+def _rank_raises(dist):
+    if dist.rank == 1:
+        raise ValueError("movie tt0000001: broken on purpose")
+    torch.distributed.barrier()
+
+
+def _rank_killed(dist):
+    if dist.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    torch.distributed.barrier()
+
+
+def _rank_hangs(dist):
+    if dist.rank == 1:
+        time.sleep(600)  # never joins the collective: rank 0 must time out, not hang
+    dist.sum(1.0)
+
+
+def test_a_failed_rank_stops_the_job_with_its_error():
+    with pytest.raises(ValueError, match=r"rank 1 failed: ValueError: movie tt0000001: broken on purpose; the "
+                                         r"other ranks were stopped$"):
+        launch(2, "cpu", _rank_raises, (), threads=1)
+
+
+def test_a_killed_rank_stops_the_job_naming_it():
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"rank 1 failed \((killed by SIGKILL|died without a Python error)"):
+        launch(2, "cpu", _rank_killed, (), threads=1)
+    assert time.perf_counter() - t0 < 120
+
+
+def test_a_hung_rank_times_out_instead_of_hanging(monkeypatch):
+    monkeypatch.setenv("SCENESEG_DIST_TIMEOUT_S", "5")
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"rank 0 failed: .*(?i:timed out|timeout)"):
+        launch(2, "cpu", _rank_hangs, (), threads=1)
+    assert time.perf_counter() - t0 < 120
