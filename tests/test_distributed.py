@@ -181,3 +181,38 @@ def test_a_hung_rank_times_out_instead_of_hanging(monkeypatch):
     with pytest.raises(ValueError, match=r"rank 0 failed: .*(?i:timed out|timeout)"):
         launch(2, "cpu", _rank_hangs, (), threads=1)
     assert time.perf_counter() - t0 < 120
+
+
+def test_train_stage_with_world_size_2_writes_outputs_that_evaluate_and_predict_load(tmp_path):
+    """The real `dvc repro` (all stages) with LGSS on 2 gloo processes, on tiny data (about 60 s)."""
+    import json
+    import shutil
+    import subprocess
+
+    import yaml
+    from test_pipeline import BIN, sh, tiny_params
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith(("metrics/", "plots/")) and f != "dvc.lock":
+            (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, tmp_path / f)
+    p = tiny_params()
+    p["train"].update(model="lgss", world_size=2, num_threads=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    sh(["git", "init", "-q"], tmp_path)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], tmp_path)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], tmp_path)
+    r = sh(["dvc", "repro"], tmp_path)
+    assert "device cpu, 2 processes (1 CPU threads each)" in r.stdout, r.stdout
+    assert r.stdout.count("epoch   2/2") == 1  # the epoch lines come from rank 0 only
+    tr = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert tr["model"] == "lgss" and tr["epochs"] == 2 and tr["test_loss"] > 0
+    assert (tmp_path / "plots/train/loss.png").stat().st_size > 10_000
+    assert len((tmp_path / "plots/train/plots/metrics/loss/val.tsv").read_text().splitlines()) == 3  # header + 2
+    ev = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert 0.0 <= ev["model"]["AP"] <= 1.0
+    out = sh([str(BIN / "sceneseg"), "predict", "data/movies", "--model", "models/model.pt"], tmp_path)
+    assert json.loads(out.stdout)["model_kind"] == "lgss"
+    assert not list((tmp_path / ".cache").glob("resume/*/state.pt"))  # finished: no resume state left
