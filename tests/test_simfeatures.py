@@ -1,0 +1,203 @@
+"""Similarity features (sceneseg.simfeatures) against brute force, and the stacked reference's input
+handling (sceneseg.stacked): which columns it reads, which transitions it fits, where its threshold
+comes from. Small, fast cases; tests/test_models.py runs both on synthetic movies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from conftest import tiny_movie
+from sceneseg.metrics import choose_threshold
+from sceneseg.movies import Movie
+from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
+from sceneseg.stacked import features, fit_stacked
+
+MODS = ["place", "cast"]
+
+
+def test_unit_rows():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    x[2] = 0.0
+    x[4] *= 0.001  # a short row still becomes a unit row
+    u = unit_rows(x, center=False)
+    assert u.dtype == np.float64
+    x64 = x.astype(np.float64)
+    for i in (0, 1, 3, 4, 5):
+        np.testing.assert_allclose(u[i], x64[i] / np.linalg.norm(x64[i]), rtol=1e-12)
+    assert np.all(u[2] == 0)
+    c = unit_rows(x, center=True)
+    mean = x64[[0, 1, 3, 4, 5]].mean(0)  # the mean of the non-zero rows only
+    for i in (0, 1, 3, 4, 5):
+        np.testing.assert_allclose(c[i], (x64[i] - mean) / np.linalg.norm(x64[i] - mean), rtol=1e-12)
+    assert np.all(c[2] == 0)  # a zero row stays zero after centring
+    # a movie without any non-zero row (no face at all) stays zero, centred or not
+    assert np.all(unit_rows(np.zeros((3, 2)), center=True) == 0)
+    # a row with a single negative entry is not a zero row
+    np.testing.assert_allclose(unit_rows(np.array([[-3.0, 0.0], [0.0, 2.0]]), center=False), [[-1, 0], [0, 1]])
+
+
+def brute_cos(u, t, k):
+    n = len(u)
+    a, b = u[max(0, t - k + 1):t + 1].sum(0), u[t + 1:min(n, t + 1 + k)].sum(0)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return a @ b / norms if norms > 0 else 0.0
+
+
+def brute_cross(u, t, k):
+    n = len(u)
+    return max(u[i] @ u[j] for i in range(max(0, t - k + 1), t + 1) for j in range(t + 1, min(n, t + 1 + k)))
+
+
+def test_window_cosines_and_cross_max_against_brute_force():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((9, 5))
+    x[4] = 0.0
+    u = unit_rows(x, center=False)
+    widths = (1, 2, 5, 12)  # 12: longer than the movie, clipped at both edges
+    cos = window_cosines(u, widths)
+    assert cos.shape == (8, 4)
+    for t in range(8):
+        for j, k in enumerate(widths):
+            assert cos[t, j] == pytest.approx(brute_cos(u, t, k), abs=1e-12), (t, k)
+    assert cos[3, 0] == 0.0 and cos[4, 0] == 0.0  # next to the zero shot alone
+    for widths in ((3, 1, 2), (1, 4), (2,)):  # any order: each column is its own width's
+        cross = cross_max(u, widths)
+        assert cross.shape == (8, len(widths))
+        for t in range(8):
+            for j, k in enumerate(widths):
+                assert cross[t, j] == pytest.approx(brute_cross(u, t, k), abs=1e-12), (t, k, widths)
+
+
+def test_cross_max_sees_the_alternating_set_up():
+    """Shot / reverse shot: A B A B | C D C D. Adjacent shots differ, but within 2 shots a shot repeats."""
+    a, b, c, d = np.eye(4)
+    u = np.array([a, b, a, b, c, d, c, d])
+    cross = cross_max(u, (1, 2))
+    np.testing.assert_array_equal(cross[:, 0], np.zeros(7))
+    np.testing.assert_array_equal(cross[:, 1], [1, 1, 1, 0, 1, 1, 1])  # only the scene cut (t=3) stays low
+
+
+def test_zscore_columns():
+    f = np.c_[np.arange(6.0), np.full(6, 2.5), [0, 1, 0, 1, 0, 1], 1e-7 * np.arange(6.0), 1e-6 * np.array([-1, 1] * 3)]
+    assert f[:, 4].std() == 1e-6  # exactly at the bound: still counted as constant
+    z = zscore_columns(f)
+    np.testing.assert_allclose(z[:, 0], (np.arange(6) - 2.5) / np.arange(6.0).std(), rtol=1e-12)
+    np.testing.assert_allclose(z[:, 2], [-1, 1, -1, 1, -1, 1], rtol=1e-12)  # std 0.5
+    assert np.all(z[:, 1] == 0) and np.all(z[:, 3] == 0) and np.all(z[:, 4] == 0)  # constant, or too close to it
+
+
+def labelled(imdb_id, n, seed, baseline=True):
+    m = tiny_movie(imdb_id, n, seed)
+    rng = np.random.default_rng(seed + 100)
+    base = np.clip(0.6 * m.boundary + 0.5 * rng.random(n - 1), 0, 1).astype(np.float32) if baseline else None
+    return Movie(m.imdb_id, m.features, m.boundary, m.shot_end_frame, base)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    train = [labelled("tt1", 60, 1), labelled("tt2", 45, 2)]
+    val = [labelled("tt3", 50, 3), labelled("tt4", 40, 4)]
+    return train, val
+
+
+def test_stacked_features_columns(sets):
+    m = sets[0][0]
+    f = features(m, MODS, (1, 3), True)
+    assert f.shape == (59, 5) and f.dtype == np.float64
+    for i, mod in enumerate(MODS):  # per modality, each width: cosines of uncentred unit rows
+        np.testing.assert_array_equal(f[:, 2 * i:2 * i + 2], window_cosines(unit_rows(m.features[mod], center=False), (1, 3)))
+    np.testing.assert_array_equal(f[:, 4], m.baseline.astype(np.float64))
+    np.testing.assert_array_equal(features(m, MODS, (1, 3), False), f[:, :4])
+
+
+def hand_fit(movies, masks, widths, with_shipped, c=1.0):
+    x = np.concatenate([features(m, MODS, widths, with_shipped)[masks[m.imdb_id] if masks else slice(None)] for m in movies])
+    y = np.concatenate([np.asarray(m.boundary)[masks[m.imdb_id] if masks else slice(None)] for m in movies])
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y), x, y
+
+
+def test_fit_stacked_fits_the_masked_train_transitions_and_thresholds_on_val(sets):
+    train, val = sets
+    rng = np.random.default_rng(0)
+    masks = {m.imdb_id: rng.random(m.n_shots - 1) < 0.6 for m in train}
+    vmasks = {m.imdb_id: rng.random(m.n_shots - 1) < 0.4 for m in val}
+    ref = fit_stacked(train, masks, val, vmasks, MODS, (1, 2), c=0.05)
+    assert (ref.modalities, ref.widths, ref.with_shipped) == (MODS, (1, 2), True)
+    pipe, _, _ = hand_fit(train, masks, (1, 2), True, c=0.05)
+    np.testing.assert_allclose(ref.pipeline[-1].coef_, pipe[-1].coef_, rtol=1e-6)
+    np.testing.assert_allclose(ref.pipeline[0].mean_, pipe[0].mean_)
+    loose, _, _ = hand_fit(train, masks, (1, 2), True, c=1.0)
+    assert np.abs(loose[-1].coef_ - pipe[-1].coef_).max() > 0.05  # C reaches the regression
+    unmasked, _, _ = hand_fit(train, None, (1, 2), True, c=0.05)
+    assert np.abs(unmasked[-1].coef_ - pipe[-1].coef_).max() > 1e-3  # the masks matter
+    # the threshold: pooled F1 on the masked validation transitions
+    _, xv, yv = hand_fit(val, vmasks, (1, 2), True)
+    pv = pipe.predict_proba(xv)[:, 1]
+    assert ref.threshold == choose_threshold(yv, pv, "f1") != 0.5
+    assert choose_threshold(np.concatenate([m.boundary for m in val]),
+                            np.concatenate(list(ref.predict(val).values())), "f1") != ref.threshold
+    # predict: the boundary class's probability of every transition
+    prob = ref.predict(val)
+    assert list(prob) == ["tt3", "tt4"]
+    for m in val:
+        np.testing.assert_allclose(prob[m.imdb_id], pipe.predict_proba(features(m, MODS, (1, 2), True))[:, 1], rtol=1e-6)
+    # no masks: every transition
+    full = fit_stacked(train, None, val, None, MODS, (1, 2), c=0.05)
+    np.testing.assert_allclose(full.pipeline[-1].coef_, unmasked[-1].coef_, rtol=1e-6)
+
+
+def test_fit_stacked_threshold_metrics_and_defaults(sets):
+    train, val = sets
+    other_val = [labelled("tt25", 80, 25), labelled("tt26", 60, 26)]  # where the Miou and F1 optima differ
+    gt = {m.imdb_id: np.asarray(m.boundary, bool) for m in other_val}
+    ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in other_val}
+    miou = fit_stacked(train, None, other_val, None, MODS, threshold_metric="miou")
+    assert miou.widths == (1, 2, 4, 8) and miou.pipeline[-1].coef_.shape == (1, 9)
+    prob = miou.predict(other_val)
+    assert miou.threshold == choose_threshold(gt, prob, "miou", shot_end_frame=ends) != choose_threshold(gt, prob, "f1")
+    assert fit_stacked(train, None, val, None, MODS, threshold_metric="fixed").threshold == 0.5
+    default = fit_stacked(train, None, val, None, MODS)
+    pipe, _, _ = hand_fit(train, None, (1, 2, 4, 8), True)
+    np.testing.assert_allclose(default.pipeline[-1].coef_, pipe[-1].coef_, rtol=1e-6)  # C=1 by default
+    _, xv, yv = hand_fit(val, None, (1, 2, 4, 8), True)
+    assert default.threshold == choose_threshold(yv, pipe.predict_proba(xv)[:, 1], "f1")
+
+
+def test_fit_stacked_shipped_column_only_when_every_movie_has_one(sets):
+    train, val = sets
+    assert not fit_stacked(train, None, val, None, MODS, (1,), use_shipped=False).with_shipped
+    bare_val = [val[0], labelled("tt5", 30, 5, baseline=False)]
+    ref = fit_stacked(train, None, bare_val, None, MODS, (1,))
+    assert not ref.with_shipped and ref.pipeline[-1].coef_.shape == (1, 2)
+    bare_train = [train[0], labelled("tt6", 30, 6, baseline=False)]
+    assert not fit_stacked(bare_train, None, val, None, MODS, (1,)).with_shipped
+
+
+@pytest.mark.parametrize("label", [False, True])
+def test_fit_stacked_needs_both_classes(sets, label):
+    train, val = sets
+    one = [Movie(m.imdb_id, m.features, np.full(m.n_shots - 1, label), m.shot_end_frame, m.baseline) for m in train]
+    n = sum(m.n_shots - 1 for m in train)
+    with pytest.raises(ValueError, match=f"^stacked reference: the training transitions need both classes, "
+                                         f"found {n if label else 0} boundaries in {n}$"):
+        fit_stacked(one, None, val, None, MODS, (1,))
+
+
+def test_fit_stacked_takes_0_1_integer_labels(sets):
+    """Labels stored as 0/1 integers are read as booleans (the threshold search needs booleans)."""
+    train, val = sets
+
+    def as_int(movies):
+        return [Movie(m.imdb_id, m.features, np.asarray(m.boundary).astype(np.int8), m.shot_end_frame, m.baseline)
+                for m in movies]
+
+    for metric in ("f1", "miou"):
+        a = fit_stacked(as_int(train), None, as_int(val), None, MODS, (1, 2), threshold_metric=metric)
+        b = fit_stacked(train, None, val, None, MODS, (1, 2), threshold_metric=metric)
+        np.testing.assert_array_equal(a.pipeline[-1].coef_, b.pipeline[-1].coef_)
+        assert a.threshold == b.threshold
