@@ -156,10 +156,15 @@ class WorkerNode(Exception):
     """This machine ran ranks of a multi-node job, but not rank 0: it writes no outputs."""
 
 
+def nodes_from_env(environ=None) -> int:
+    """How many machines a data-parallel job spans (``SCENESEG_NNODES``, default 1)."""
+    return _env_int("SCENESEG_NNODES", 1, 1, environ)
+
+
 def rendezvous(world_size: int, environ=None) -> tuple[int, int, dict]:
     """(nodes, processes per node, LaunchConfig rendezvous keywords) from the environment."""
     env = os.environ if environ is None else environ
-    nnodes = _env_int("SCENESEG_NNODES", 1, 1, env)
+    nnodes = nodes_from_env(env)
     if world_size % nnodes:
         raise ValueError(f"params key 'train.world_size': expected a multiple of SCENESEG_NNODES={nnodes} "
                          f"(processes are split evenly over the machines), found {world_size}")
@@ -183,6 +188,7 @@ def launch(world_size: int, device_type: str, fn: Callable, args: tuple, threads
     raises, exits or is killed ends all of them; the ValueError names the rank and its error.
     Raises :class:`WorkerNode` on a machine of a multi-node job that does not host rank 0.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -208,6 +214,8 @@ def launch(world_size: int, device_type: str, fn: Callable, args: tuple, threads
             if trace:
                 print(trace, file=sys.stderr)
             raise ValueError(line) from None
+        except SignalException:  # Ctrl-C or SIGTERM reached the launcher, which stopped the ranks
+            raise KeyboardInterrupt from None
     if 0 not in results:
         raise WorkerNode(f"this machine ran ranks {min(results)}-{max(results)} of {world_size}; "
                          "the machine of rank 0 writes the outputs")

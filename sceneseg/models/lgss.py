@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from sceneseg.config import check_choice, check_range
-from sceneseg.distributed import Dist, available_cores, cpu_threads, jobs_from_env, launch
+from sceneseg.distributed import Dist, available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
 from sceneseg.inference import ShotBank, predict_windows
 from sceneseg.model import LGSS, ModelConfig
 from sceneseg.models.base import ModelKind, TrainData, Trained, check_class_weights, check_modalities
@@ -66,7 +66,10 @@ class LGSSKind(ModelKind):
         # data-parallel: every rank loads the movies itself (nothing large travels to the processes);
         # rank 0 sends back the trained model, the losses are reported to on_epoch afterwards
         fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
-        threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size, available_cores())
+        nodes = nodes_from_env()
+        threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size // nodes, available_cores())
+        if nodes > 1:  # each machine has its own cache: ranks could resume from different epochs
+            resume = None
         trained = launch(common.world_size, device.type, _train_rank, (fresh, p, common, progress, resume), threads)
         trained.model.to(device)
         for e, (tl, vl) in enumerate(zip(trained.train_loss, trained.val_loss)):
