@@ -1,7 +1,10 @@
 """sceneseg.distributed: threads per job, GPU choice, and data-parallel LGSS on CPU (gloo).
 
-The data-parallel tests spawn 2 processes each (about 10-25 s apiece on 2 cores, most of it
-starting Python and torch); the whole file takes about a minute.
+SLOW for `make test`: the data-parallel tests spawn 2 processes each (10-25 s apiece on 2 cores,
+most of it starting Python and torch) and the last one runs the real `dvc repro` with 2 ranks
+(60-180 s); the whole file took 2.4 minutes on this project's busy 2-core VM. The unit tests
+above them take about 10 s: `pytest tests/test_distributed.py -k "not launch and not gloo
+and not rank and not stage"`.
 """
 
 import dataclasses
