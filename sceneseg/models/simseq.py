@@ -16,6 +16,7 @@ training (``shipped_dropout``), so the model also works on movies without it.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -122,9 +123,18 @@ class _Set:
         self.ids = [m.imdb_id for m in movies]
         self.x = [torch.from_numpy(movie_features(m, cfg, with_shipped)).to(device) for m in movies]
         self.y = [torch.from_numpy(np.asarray(m.boundary, dtype=np.float32)).to(device) for m in movies]
-        self.mask = [torch.from_numpy((masks[i] if masks else np.ones(len(y), bool)).astype(np.float32)).to(device)
-                     for i, y in zip(self.ids, self.y)]
         self.n_trans = np.array([len(y) for y in self.y])
+        self.mask = self._mask_tensors(masks)
+
+    def _mask_tensors(self, masks: dict[str, np.ndarray] | None) -> list[Tensor]:
+        return [torch.from_numpy((masks[i] if masks else np.ones(len(y), bool)).astype(np.float32)).to(y.device)
+                for i, y in zip(self.ids, self.y)]
+
+    def with_masks(self, masks: dict[str, np.ndarray] | None) -> _Set:
+        """The same movies (features shared, not recomputed) with other loss masks (None: all transitions)."""
+        other = copy.copy(self)
+        other.mask = self._mask_tensors(masks)
+        return other
 
 
 @torch.no_grad()
@@ -189,7 +199,8 @@ class SimSeqKind(ModelKind):
                "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
         whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
         tr = _Set(train_movies, data.owned("train"), cfg, device)
-        va = _Set(data.movies("val"), None if whole_val else data.owned("val"), cfg, device)
+        # window protocol: the val transitions lie in the train movies, whose features are computed once
+        va = _Set(data.movies("val"), None, cfg, device) if whole_val else tr.with_masks(data.owned("val"))
         te = _Set(data.movies("test"), None, cfg, device)
         cw = (float(p.class_weights[0]), float(p.class_weights[1]))
 
