@@ -226,9 +226,6 @@ def validate(p: Params) -> Params:
     check_choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))
     check_range("train.num_threads", t.num_threads, 0, 1024)
     check_range("train.world_size", t.world_size, 1, 1024)
-    if t.world_size > 1 and t.model != "lgss":
-        raise ValueError(f"params key 'train.world_size': {t.world_size} processes (data-parallel training) is "
-                         f"implemented for lgss only, found train.model: {t.model!r} (set train.world_size: 1)")
     for key, seed in (("data.synthetic.seed", s.seed), ("split.seed", p.split.seed), ("train.seed", t.seed),
                       ("evaluate.chance_seed", p.evaluate.chance_seed)):
         check_range(key, seed, 0, 2**32 - 1)

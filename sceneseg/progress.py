@@ -8,6 +8,7 @@ one plain line at most every ``interval`` seconds, plus one at the end.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,12 @@ def is_terminal(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+def _without_timing(line: str) -> str:
+    """A bar's line without its times and rate (``[00:03<00:00, 7.46epoch/s, loss=...]`` -> ``[, loss=...]``):
+    a bar that closes refreshes its last state with a new rate, which is not news."""
+    return re.sub(r"\[[^\[\]]*?/s", "[", line, count=1)
+
+
 class LineWriter:
     """A text stream for progress bars off a terminal: each carriage-return update replaces the
     pending line, and a pending line is written out at most once per ``interval`` seconds and when
@@ -36,6 +43,7 @@ class LineWriter:
         self.stream, self.interval = stream, interval
         self.pending = ""
         self.last = -float("inf")  # when the last line was written
+        self.last_text = ""  # and what it said: the same state is not written twice
 
     def write(self, s: str) -> int:
         if "\r" not in s:  # a message, or the newline that ends a bar
@@ -52,8 +60,11 @@ class LineWriter:
         return len(s)
 
     def _emit(self) -> None:
-        self.stream.write(self.pending + "\n")
-        self.stream.flush()
+        state = _without_timing(self.pending)
+        if state != self.last_text:
+            self.stream.write(self.pending + "\n")
+            self.stream.flush()
+            self.last_text = state
         self.pending, self.last = "", time.monotonic()
 
     def flush(self) -> None:

@@ -1,8 +1,8 @@
-"""sceneseg.distributed: threads per job, GPU choice, and data-parallel LGSS on CPU (gloo).
+"""sceneseg.distributed: threads per job, GPU choice, and data-parallel LGSS and simseq on CPU (gloo).
 
 SLOW for `make test`: the data-parallel tests spawn 2 processes each (10-25 s apiece on 2 cores,
 most of it starting Python and torch) and the last one runs the real `dvc repro` with 2 ranks
-(60-180 s); the whole file took 2.4 minutes on this project's busy 2-core VM. The unit tests
+(60-180 s each, simseq and LGSS); the whole file took 2.4 minutes (before the simseq stage test) on this project's busy 2-core VM. The unit tests
 above them take about 10 s: `pytest tests/test_distributed.py -k "not launch and not gloo
 and not rank and not stage"`.
 """
@@ -91,7 +91,7 @@ def test_shards_cover_a_batch_once_in_order():
     assert Dist(2, 3, CPU).shard(np.arange(2)).tolist() == []  # fewer rows than ranks: an empty shard
 
 
-def test_world_size_is_validated_and_lgss_only():
+def test_world_size_is_validated_for_every_model():
     import yaml
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -100,10 +100,9 @@ def test_world_size_is_validated_and_lgss_only():
     with pytest.raises(ValueError, match=r"'train.world_size': expected a value in \[1, 1024\], found 0"):
         parse_params(raw)
     raw["train"]["world_size"] = 2
-    with pytest.raises(ValueError, match="'train.world_size': 2 processes .* implemented for lgss only"):
-        parse_params(raw)
-    raw["train"]["model"] = "lgss"
-    assert parse_params(raw).train.world_size == 2
+    for model in ("simseq", "lgss"):
+        raw["train"]["model"] = model
+        assert parse_params(raw).train.world_size == 2
 
 
 def test_multi_node_rendezvous_needs_the_master_address():
@@ -124,6 +123,17 @@ def data(tmp_path_factory):
     return params, make_data(tmp_path_factory.mktemp("d") / "movies", SyntheticSpec(6, 40, 60, seed=1), params)
 
 
+def assert_same_training(one, two, rtol: float) -> None:
+    """Every parameter within 1e-5 (float32 rounding of a different summation order), losses within ``rtol``."""
+    a, b = one.model.state_dict(), two.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
+    np.testing.assert_allclose(two.train_loss, one.train_loss, rtol=rtol)
+    np.testing.assert_allclose(two.val_loss, one.val_loss, rtol=rtol)
+    assert two.test_loss == pytest.approx(one.test_loss, rel=rtol)
+
+
 def test_two_gloo_processes_train_the_same_lgss_as_one(data):
     """batch_size 4 split 2 + 2 (the last batches of an epoch 1 + 0 or 1 + 1): after 2 epochs of
     steps the weights, losses and threshold agree with one process to float32 rounding."""
@@ -136,15 +146,29 @@ def test_two_gloo_processes_train_the_same_lgss_as_one(data):
                      on_epoch=lambda e, losses: epochs.append((e, losses)))
     n_steps = 2 * -(-len(train_data.windows["train"]) // common.batch_size)
     assert n_steps >= 10
-    a, b = one.model.state_dict(), two.model.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
-    np.testing.assert_allclose(two.train_loss, one.train_loss, rtol=1e-6)
-    np.testing.assert_allclose(two.val_loss, one.val_loss, rtol=1e-6)
-    assert two.test_loss == pytest.approx(one.test_loss, rel=1e-6)
+    assert_same_training(one, two, rtol=1e-6)
     assert two.threshold == one.threshold and two.best_epoch == one.best_epoch == 2
     assert [e for e, _ in epochs] == [1, 2] and epochs[1][1]["val"] == two.val_loss[1]
+
+
+def test_two_gloo_processes_train_the_same_simseq_as_one(data):
+    """Global batch 3 split 2 + 1 (the last batch of an epoch may leave a rank without a crop),
+    without dropout (each rank draws its own masks): after 2 epochs of steps the weights, losses,
+    validation APs and threshold agree with one process to float32 rounding."""
+    params, train_data = data
+    common, own = tiny(params, "simseq", epochs=2, crop_len=8, dropout=0.0)
+    common = dataclasses.replace(common, batch_size=3)
+    kind = get_model("simseq")
+    one_epochs, two_epochs = [], []
+    one = kind.train(train_data, own, common, CPU, progress=False, on_epoch=lambda e, v: one_epochs.append(v))
+    two = kind.train(train_data, own, dataclasses.replace(common, world_size=2), CPU, progress=False,
+                     on_epoch=lambda e, v: two_epochs.append(v))
+    n_crops = sum(-(-(m.n_shots - 1) // 8) for m in train_data.movies("train"))
+    assert 2 * (n_crops // 3) >= 10  # optimiser steps compared
+    assert_same_training(one, two, rtol=1e-5)
+    np.testing.assert_allclose([v["val_ap"] for v in two_epochs], [v["val_ap"] for v in one_epochs], atol=1e-6)
+    assert two.best_epoch == one.best_epoch and two.threshold == pytest.approx(one.threshold, abs=1e-6)
+    assert len(two_epochs) == 2 and two_epochs[1]["val"] == two.val_loss[1]
 
 
 def _rank_raises(dist):
@@ -186,8 +210,9 @@ def test_a_hung_rank_times_out_instead_of_hanging(monkeypatch):
     assert time.perf_counter() - t0 < 120
 
 
-def test_train_stage_with_world_size_2_writes_outputs_that_evaluate_and_predict_load(tmp_path):
-    """The real `dvc repro` (all stages) with LGSS on 2 gloo processes, on tiny data (about 60 s)."""
+@pytest.mark.parametrize("model", ["simseq", "lgss"])
+def test_train_stage_with_world_size_2_writes_outputs_that_evaluate_and_predict_load(model, tmp_path):
+    """The real `dvc repro` (all stages) on 2 gloo processes, on tiny data (about 60 s)."""
     import json
     import shutil
     import subprocess
@@ -202,20 +227,22 @@ def test_train_stage_with_world_size_2_writes_outputs_that_evaluate_and_predict_
             (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, tmp_path / f)
     p = tiny_params()
-    p["train"].update(model="lgss", world_size=2, num_threads=1)
+    p["train"].update(model=model, world_size=2, num_threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     sh(["git", "init", "-q"], tmp_path)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], tmp_path)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], tmp_path)
     r = sh(["dvc", "repro"], tmp_path)
     assert "device cpu, 2 processes (1 CPU threads each)" in r.stdout, r.stdout
-    assert r.stdout.count("epoch   2/2") == 1  # the epoch lines come from rank 0 only
+    last_epoch = {"lgss": "epoch   2/2", "simseq": "train simseq: 2/2 epoch"}[model]
+    log = r.stdout + r.stderr
+    assert log.count(last_epoch) == 1, [ln for ln in log.splitlines() if "2/2" in ln]  # from rank 0 only
     tr = json.loads((tmp_path / "metrics/train.json").read_text())
-    assert tr["model"] == "lgss" and tr["epochs"] == 2 and tr["test_loss"] > 0
+    assert tr["model"] == model and tr["epochs"] == 2 and tr["test_loss"] > 0
     assert (tmp_path / "plots/train/loss.png").stat().st_size > 10_000
     assert len((tmp_path / "plots/train/plots/metrics/loss/val.tsv").read_text().splitlines()) == 3  # header + 2
     ev = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert 0.0 <= ev["model"]["AP"] <= 1.0
     out = sh([str(BIN / "sceneseg"), "predict", "data/movies", "--model", "models/model.pt"], tmp_path)
-    assert json.loads(out.stdout)["model_kind"] == "lgss"
+    assert json.loads(out.stdout)["model_kind"] == model
     assert not list((tmp_path / ".cache").glob("resume/*/state.pt"))  # finished: no resume state left

@@ -82,3 +82,16 @@ def test_close_all_ends_open_bars_first():
     pg.close_all()
     assert log.getvalue().splitlines()[-1].startswith("train: 4/10")
     assert bar not in list(tqdm._instances)
+
+
+def test_the_same_state_is_not_written_twice(monkeypatch):
+    """A bar's last state, written by its last update and again when it closes, is one line."""
+    clock = iter(range(0, 10_000, 100))  # every write past the interval
+    monkeypatch.setattr(pg.time, "monotonic", lambda: float(next(clock)))
+    log = io.StringIO()
+    w = pg.LineWriter(log, interval=10)
+    for n, rate in ((0, "?"), (1, "7.50"), (2, "7.46"), (2, "7.18")):  # closing refreshes with a new rate
+        w.write(f"\rtrain: {n}/2 epoch [00:00<00:00, {rate}epoch/s, loss={n}]")
+    w.write("\n")
+    assert log.getvalue().splitlines() == [f"train: {n}/2 epoch [00:00<00:00, {r}epoch/s, loss={n}]"
+                                           for n, r in ((0, "?"), (1, "7.50"), (2, "7.46"))]

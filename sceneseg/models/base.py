@@ -93,6 +93,41 @@ class Trained:
     extra: dict = field(default_factory=dict)  # model-specific summary numbers (e.g. validation AP)
 
 
+def train_data_parallel(train_fn: Callable, data: TrainData, p, common, device: torch.device, on_epoch,
+                        progress: bool, resume) -> Trained:
+    """``train_fn(data, p, common, device, on_epoch, progress, resume, dist)`` on ``common.world_size``
+    processes (see :mod:`sceneseg.distributed`); rank 0's result, its epochs reported to ``on_epoch``.
+
+    ``train_fn`` must be a module-level function (the processes are spawned) that returns the
+    trained model on rank 0 and None elsewhere. Every rank loads the movies itself: nothing large
+    travels to the processes, only the trained model comes back."""
+    from sceneseg.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
+
+    fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
+    nodes = nodes_from_env()
+    threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size // nodes, available_cores())
+    if nodes > 1:  # each machine has its own cache: ranks could resume from different epochs
+        resume = None
+    trained, epochs = launch(common.world_size, device.type, _train_rank,
+                             (train_fn, fresh, p, common, progress, resume), threads)
+    trained.model.to(device)
+    for e, losses in enumerate(epochs):
+        if on_epoch:
+            on_epoch(e + 1, losses)
+    return trained
+
+
+def _train_rank(dist, train_fn: Callable, data: TrainData, p, common, progress: bool, resume):
+    """One process of :func:`train_data_parallel`: rank 0 returns (trained model on the CPU, epoch losses)."""
+    epochs: list[dict] = []
+    trained = train_fn(data, p, common, dist.device, lambda e, losses: epochs.append(losses),
+                       progress and dist.rank == 0, resume, dist)
+    if trained is None:
+        return None
+    trained.model.cpu()
+    return trained, epochs
+
+
 class ModelKind:
     """One model of the pipeline. Subclasses set ``name`` and ``Params`` and implement the methods."""
 

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from sceneseg.config import check_choice, check_range
-from sceneseg.distributed import Dist, available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
+from sceneseg.distributed import Dist
 from sceneseg.inference import ShotBank, predict_windows
 from sceneseg.model import LGSS, ModelConfig
-from sceneseg.models.base import ModelKind, TrainData, Trained, check_class_weights, check_modalities
+from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
+                                  train_data_parallel)
 from sceneseg.movies import Movie
 from sceneseg.threshold import validation_threshold
 from sceneseg.train import Recipe, fit, input_scales
@@ -63,19 +64,7 @@ class LGSSKind(ModelKind):
               progress: bool = True, resume=None) -> Trained:
         if common.world_size == 1:
             return _train(data, p, common, device, on_epoch, progress, resume)
-        # data-parallel: every rank loads the movies itself (nothing large travels to the processes);
-        # rank 0 sends back the trained model, the losses are reported to on_epoch afterwards
-        fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
-        nodes = nodes_from_env()
-        threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size // nodes, available_cores())
-        if nodes > 1:  # each machine has its own cache: ranks could resume from different epochs
-            resume = None
-        trained = launch(common.world_size, device.type, _train_rank, (fresh, p, common, progress, resume), threads)
-        trained.model.to(device)
-        for e, (tl, vl) in enumerate(zip(trained.train_loss, trained.val_loss)):
-            if on_epoch:
-                on_epoch(e + 1, {"train": tl, "val": vl})
-        return trained
+        return train_data_parallel(_train, data, p, common, device, on_epoch, progress, resume)
 
     def build(self, config: dict) -> LGSS:
         return LGSS(ModelConfig.from_dict(config["net"]))
@@ -89,14 +78,6 @@ class LGSSKind(ModelKind):
         bank = ShotBank(movies, list(model.cfg.feature_dims), device, model.cfg.shot_num)
         windows = build_windows([m.imdb_id for m in movies], [m.n_shots for m in movies], int(config["seq_len"]))
         return predict_windows(model, bank, windows, batch_size)
-
-
-def _train_rank(dist: Dist, data: TrainData, p: LGSSParams, common, progress: bool, resume) -> Trained | None:
-    """One process of data-parallel training (see :func:`sceneseg.distributed.launch`)."""
-    trained = _train(data, p, common, dist.device, None, progress and dist.rank == 0, resume, dist)
-    if trained is not None:
-        trained.model.cpu()
-    return trained
 
 
 def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoch, progress: bool, resume,

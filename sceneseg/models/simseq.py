@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 from sceneseg.config import check_range
 from sceneseg.metrics import choose_threshold
-from sceneseg.models.base import ModelKind, TrainData, Trained, check_class_weights, check_modalities
+from sceneseg.distributed import Dist
+from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
+                                  train_data_parallel)
 from sceneseg.movies import Movie
 from sceneseg.progress import progress as progress_bar
 from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
@@ -100,6 +102,21 @@ def _weighted_bce(logits: Tensor, y: Tensor, mask: Tensor, class_weights: tuple[
     w = torch.where(y > 0.5, class_weights[1], class_weights[0]) * mask
     loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     return (loss * w).sum(), w.sum()
+
+
+def _sharded_backward(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, mask: Tensor,
+                      cw: tuple[float, float], dist: Dist) -> tuple[float, float]:
+    """Gradients of the global batch's weighted mean loss, from this rank's rows (maybe none) and
+    the other ranks'; returns the global (weighted loss sum, weight sum)."""
+    opt.zero_grad(set_to_none=True)
+    if len(x):
+        s, w = _weighted_bce(net(x), y, mask, cw)
+        total, norm = dist.sum(s.item(), w.item())
+        (s / max(norm, 1e-12)).backward()
+    else:  # fewer crops than ranks in the last batch: this rank only joins the sums
+        total, norm = dist.sum(0.0, 0.0)
+    dist.sum_grads(net.parameters())
+    return total, norm
 
 
 def _crops(n_trans: np.ndarray, crop_len: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
@@ -192,98 +209,9 @@ class SimSeqKind(ModelKind):
 
     def train(self, data: TrainData, p: SimSeqParams, common, device: torch.device, on_epoch=None,
               progress: bool = True, resume=None) -> Trained:
-        t0 = time.perf_counter()
-        train_movies = data.movies("train")
-        dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
-        cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
-               "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
-        whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
-        tr = _Set(train_movies, data.owned("train"), cfg, device)
-        # window protocol: the val transitions lie in the train movies, whose features are computed once
-        va = _Set(data.movies("val"), None, cfg, device) if whole_val else tr.with_masks(data.owned("val"))
-        te = _Set(data.movies("test"), None, cfg, device)
-        cw = (float(p.class_weights[0]), float(p.class_weights[1]))
-
-        seed_everything(common.seed)
-        net = SimSeqNet(cfg).to(device)
-        seen = torch.cat([x[m.bool()] for x, m in zip(tr.x, tr.mask)])  # [K, F] training transitions
-        net.mean[:-2].copy_(seen[:, :-2].mean(0))  # the shipped prediction and its flag stay as they are:
-        net.std[:-2].copy_(seen[:, :-2].std(0).clamp_min(1e-3))  # the flag is constant on data that has it
-        lr = common.lr if common.lr is not None else p.lr
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=p.weight_decay)
-        rng = np.random.default_rng(common.seed)
-        n_batches = math.ceil(len(_crops(tr.n_trans, p.crop_len, np.random.default_rng(0))) / common.batch_size)
-        total_steps, warm = common.epochs * n_batches, p.warmup_epochs * n_batches
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 0
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        train_loss, val_loss, val_ap = [], [], []
-        best_state, best_epoch = None, 0
-        start, objects, generators = 0, {"net": net, "optimizer": opt, "schedule": sched}, {"crops": rng}
-        if resume and (done := resume.restore(objects, generators, common.epochs)):
-            h = done.history
-            train_loss, val_loss, val_ap, best_state, best_epoch = (h[k] for k in (
-                "train_loss", "val_loss", "val_ap", "best_state", "best_epoch"))
-            start, t0 = common.epochs if done.last else done.epoch, t0 - h["seconds"]
-            for e in range(done.epoch if on_epoch else 0):
-                on_epoch(e + 1, {"train": train_loss[e], "val": val_loss[e], "val_ap": val_ap[e]})
-        bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
-        for epoch in range(start, common.epochs):
-            net.train()
-            crops = _crops(tr.n_trans, p.crop_len, rng)
-            order = rng.permutation(len(crops))
-            total, norm = 0.0, 0.0
-            for lo in range(0, len(order), common.batch_size):
-                batch = [crops[j] for j in order[lo:lo + common.batch_size]]
-                length = max(b - a for _, a, b in batch)
-                x = torch.zeros(len(batch), length, tr.x[0].shape[1], device=device)  # [B, L, F]
-                y = torch.zeros(len(batch), length, device=device)
-                mask = torch.zeros(len(batch), length, device=device)
-                for r, (i, a, b) in enumerate(batch):
-                    x[r, : b - a], y[r, : b - a], mask[r, : b - a] = tr.x[i][a:b], tr.y[i][a:b], tr.mask[i][a:b]
-                drop = torch.from_numpy(rng.random(len(batch)) < p.shipped_dropout).to(device)
-                x[drop, :, -2:] = 0.0  # no shipped prediction for these crops
-                s, w = _weighted_bce(net(x), y, mask, cw)
-                loss = s / w.clamp_min(1e-12)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total, norm = total + s.item(), norm + w.item()
-            train_loss.append(total / max(norm, 1e-12))
-            vl, ap, _, _ = _loss_and_ap(net, va, cw)
-            val_loss.append(vl)
-            val_ap.append(ap)
-            if best_state is None or ap > max(val_ap[:-1]):
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                best_epoch = epoch + 1
-            bar.update(1)
-            bar.set_postfix(train=f"{train_loss[-1]:.4f}", val=f"{vl:.4f}", val_ap=f"{ap:.3f}")
-            if on_epoch:
-                on_epoch(epoch + 1, {"train": train_loss[-1], "val": vl, "val_ap": ap})
-            stop = bool(p.patience) and epoch + 1 - best_epoch >= p.patience
-            if resume:
-                resume.save(epoch + 1, objects, generators, {
-                    "train_loss": train_loss, "val_loss": val_loss, "val_ap": val_ap, "best_state": best_state,
-                    "best_epoch": best_epoch, "seconds": time.perf_counter() - t0},
-                    last=stop or epoch + 1 == common.epochs)
-            if stop:
-                bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
-                break
-        bar.close()
-        net.load_state_dict(best_state)
-        print(f"train: keeping the weights of epoch {best_epoch} (best validation AP {val_ap[best_epoch - 1]:.4f})")
-        _, _, gt, prob = _loss_and_ap(net, va, cw)
-        threshold = _threshold(gt, prob, common.threshold_metric, data.movies("val"))
-        test_loss = _loss_and_ap(net, te, cw)[0]
-        net.eval()
-        return Trained(net, cfg, threshold, train_loss, val_loss, best_epoch, test_loss,
-                       time.perf_counter() - t0, int(sum(m.sum().item() for m in tr.mask)),
-                       extra={"val_ap": val_ap[best_epoch - 1]})
+        if common.world_size == 1:
+            return _train(data, p, common, device, on_epoch, progress, resume)
+        return train_data_parallel(_train, data, p, common, device, on_epoch, progress, resume)
 
     def build(self, config: dict) -> SimSeqNet:
         return SimSeqNet(config)
@@ -306,3 +234,118 @@ class SimSeqKind(ModelKind):
         if config["use_shipped"] and movie.baseline is not None:
             used.append("shipped prediction")
         return used
+
+
+def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epoch, progress: bool, resume,
+           dist: Dist | None = None) -> Trained | None:
+    """SimSeq on ``data``; with ``dist`` (data-parallel), this rank's part, and the result on rank 0 only.
+
+    Data-parallel: every rank draws the same crops, batches and shipped-input dropout (same seed)
+    and computes its shard of each global batch of ``train.batch_size`` crops, padded to the whole
+    batch's length; the weighted loss is divided by the whole batch's weight sum and gradients are
+    summed over the ranks, so a step is the one-process step (exactly so with ``dropout: 0``; the
+    dropout masks come from each rank's own generator). Validation runs on every rank (the
+    same weights, the same early stop); rank 0 saves the resume state.
+    """
+    t0 = time.perf_counter()
+    train_movies = data.movies("train")
+    dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
+    cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
+           "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
+    whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
+    tr = _Set(train_movies, data.owned("train"), cfg, device)
+    # window protocol: the val transitions lie in the train movies, whose features are computed once
+    va = _Set(data.movies("val"), None, cfg, device) if whole_val else tr.with_masks(data.owned("val"))
+    te = _Set(data.movies("test"), None, cfg, device)
+    cw = (float(p.class_weights[0]), float(p.class_weights[1]))
+
+    seed_everything(common.seed)
+    net = SimSeqNet(cfg).to(device)
+    if dist is not None and dist.rank > 0:  # the same initial weights, other dropout masks
+        torch.manual_seed(common.seed + dist.rank)
+    seen = torch.cat([x[m.bool()] for x, m in zip(tr.x, tr.mask)])  # [K, F] training transitions
+    net.mean[:-2].copy_(seen[:, :-2].mean(0))  # the shipped prediction and its flag stay as they are:
+    net.std[:-2].copy_(seen[:, :-2].std(0).clamp_min(1e-3))  # the flag is constant on data that has it
+    lr = common.lr if common.lr is not None else p.lr
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=p.weight_decay)
+    rng = np.random.default_rng(common.seed)
+    n_batches = math.ceil(len(_crops(tr.n_trans, p.crop_len, np.random.default_rng(0))) / common.batch_size)
+    total_steps, warm = common.epochs * n_batches, p.warmup_epochs * n_batches
+
+    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    train_loss, val_loss, val_ap = [], [], []
+    best_state, best_epoch = None, 0
+    start, objects, generators = 0, {"net": net, "optimizer": opt, "schedule": sched}, {"crops": rng}
+    if resume and (done := resume.restore(objects, generators, common.epochs)):
+        h = done.history
+        train_loss, val_loss, val_ap, best_state, best_epoch = (h[k] for k in (
+            "train_loss", "val_loss", "val_ap", "best_state", "best_epoch"))
+        start, t0 = common.epochs if done.last else done.epoch, t0 - h["seconds"]
+        for e in range(done.epoch if on_epoch else 0):
+            on_epoch(e + 1, {"train": train_loss[e], "val": val_loss[e], "val_ap": val_ap[e]})
+    bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
+    for epoch in range(start, common.epochs):
+        net.train()
+        crops = _crops(tr.n_trans, p.crop_len, rng)
+        order = rng.permutation(len(crops))
+        total, norm = 0.0, 0.0
+        for lo in range(0, len(order), common.batch_size):
+            batch = [crops[j] for j in order[lo:lo + common.batch_size]]
+            length = max(b - a for _, a, b in batch)  # of the whole batch, on every rank
+            rows = np.arange(len(batch)) if dist is None else dist.shard(np.arange(len(batch)))
+            x = torch.zeros(len(rows), length, tr.x[0].shape[1], device=device)  # [B, L, F]
+            y = torch.zeros(len(rows), length, device=device)
+            mask = torch.zeros(len(rows), length, device=device)
+            for r, j in enumerate(rows):
+                i, a, b = batch[j]
+                x[r, : b - a], y[r, : b - a], mask[r, : b - a] = tr.x[i][a:b], tr.y[i][a:b], tr.mask[i][a:b]
+            drop = torch.from_numpy((rng.random(len(batch)) < p.shipped_dropout)[rows]).to(device)
+            x[drop, :, -2:] = 0.0  # no shipped prediction for these crops
+            if dist is None:
+                s, w = _weighted_bce(net(x), y, mask, cw)
+                loss = s / w.clamp_min(1e-12)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                s, w = s.item(), w.item()
+            else:
+                s, w = _sharded_backward(net, opt, x, y, mask, cw, dist)
+            opt.step()
+            sched.step()
+            total, norm = total + s, norm + w
+        train_loss.append(total / max(norm, 1e-12))
+        vl, ap, _, _ = _loss_and_ap(net, va, cw)
+        val_loss.append(vl)
+        val_ap.append(ap)
+        if best_state is None or ap > max(val_ap[:-1]):
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_epoch = epoch + 1
+        bar.update(1)
+        bar.set_postfix(train=f"{train_loss[-1]:.4f}", val=f"{vl:.4f}", val_ap=f"{ap:.3f}")
+        if on_epoch:
+            on_epoch(epoch + 1, {"train": train_loss[-1], "val": vl, "val_ap": ap})
+        stop = bool(p.patience) and epoch + 1 - best_epoch >= p.patience
+        if resume and (dist is None or dist.rank == 0):
+            resume.save(epoch + 1, objects, generators, {
+                "train_loss": train_loss, "val_loss": val_loss, "val_ap": val_ap, "best_state": best_state,
+                "best_epoch": best_epoch, "seconds": time.perf_counter() - t0},
+                last=stop or epoch + 1 == common.epochs)
+        if stop:
+            bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
+            break
+    bar.close()
+    if dist is not None and dist.rank != 0:
+        return None
+    net.load_state_dict(best_state)
+    print(f"train: keeping the weights of epoch {best_epoch} (best validation AP {val_ap[best_epoch - 1]:.4f})")
+    _, _, gt, prob = _loss_and_ap(net, va, cw)
+    threshold = _threshold(gt, prob, common.threshold_metric, data.movies("val"))
+    test_loss = _loss_and_ap(net, te, cw)[0]
+    net.eval()
+    return Trained(net, cfg, threshold, train_loss, val_loss, best_epoch, test_loss,
+                   time.perf_counter() - t0, int(sum(m.sum().item() for m in tr.mask)),
+                   extra={"val_ap": val_ap[best_epoch - 1]})
