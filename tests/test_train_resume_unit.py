@@ -15,6 +15,7 @@ import torch
 from conftest import bank_and_windows, tiny_config, tiny_movie
 from sceneseg import train as train_mod
 from sceneseg.distributed import Dist
+from sceneseg.model import LGSS
 from sceneseg.resume import ResumeStore
 from sceneseg.train import Recipe, fit
 
@@ -163,3 +164,46 @@ def test_the_data_parallel_step_on_one_process_is_the_plain_step(data):
     assert hist.test_loss == pytest.approx(plain.test_loss, rel=1e-5)
     for k, v in plain_model.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+
+
+class SecondRank(Dist):
+    """Rank 1 of 2 in one process: the other rank's loss sums and gradients are given."""
+
+    def __init__(self, other_sums: list[float], other_grads: list[torch.Tensor]) -> None:
+        super().__init__(1, 2, CPU)
+        object.__setattr__(self, "other", (other_sums, other_grads))
+
+    def sum(self, *values: float) -> list[float]:
+        return [v + o for v, o in zip(values, self.other[0])]
+
+    def sum_grads(self, params) -> None:
+        for p, g in zip([p for p in params if p.requires_grad], self.other[1]):
+            p.grad = g.clone() if p.grad is None else p.grad + g
+
+
+def test_a_rank_with_an_empty_shard_takes_the_step_of_the_others(data):
+    """A global batch of one window: rank 1's shard is empty, so it adds nothing to the loss sums
+    and gradients and applies rank 0's step, the plain step on that window; both return its loss."""
+    bank, w = data[0]
+    weight = torch.tensor(RECIPE.class_weights)
+    rows = np.array([3])
+    torch.manual_seed(0)
+    plain = LGSS(tiny_config())
+    ranked = LGSS(tiny_config())
+    ranked.load_state_dict(plain.state_dict())
+    start = {k: v.clone() for k, v in plain.state_dict().items()}
+    # rank 0's part: the whole batch, its loss sum and weight sum, gradients of sum / weight sum
+    logits, y = train_mod.owned_logits(plain, bank, w, rows)
+    s = torch.nn.functional.cross_entropy(logits, y, weight=weight, reduction="sum")
+    norm = weight[y].sum().item()
+    (s / norm).backward()
+    grads = [p.grad.clone() for p in plain.parameters()]
+    opt = torch.optim.Adam(plain.parameters(), lr=0.03)
+    opt.step()
+    loss = train_mod.sharded_step(ranked, torch.optim.Adam(ranked.parameters(), lr=0.03), bank, w, rows, weight,
+                                  SecondRank([s.item(), norm], grads))
+    assert loss == pytest.approx(s.item() / norm, rel=1e-12)
+    assert norm != pytest.approx(1.0) and s.item() != pytest.approx(0.0)  # a wrong sum would show
+    for (k, a), b in zip(plain.state_dict().items(), ranked.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-7, msg=k)
+    assert any(not torch.equal(v, start[k]) for k, v in ranked.state_dict().items())  # it did step
