@@ -36,7 +36,7 @@ def data():
     return bank_and_windows(movies, SEQ), bank_and_windows([tiny_movie("tt9", 30, 92)], SEQ)
 
 
-def run(data, store=None, stop_at=None, on_epoch=True, recipe=RECIPE, dist=None, batches=None):
+def run(data, store=None, stop_at=None, on_epoch=True, recipe=RECIPE, dist=None, batches=None, progress=False):
     """fit() on the data; returns (model, history, on_epoch reports, training batches run)."""
     reports, batches = [], [] if batches is None else batches
     real = train_mod.window_loss
@@ -46,7 +46,7 @@ def run(data, store=None, stop_at=None, on_epoch=True, recipe=RECIPE, dist=None,
         return real(*args)
 
     def report(epoch, train_loss, val_loss):
-        if epoch == stop_at:
+        if stop_at is not None and epoch == stop_at:
             raise Stop
         reports.append((epoch, train_loss, val_loss))
 
@@ -54,7 +54,7 @@ def run(data, store=None, stop_at=None, on_epoch=True, recipe=RECIPE, dist=None,
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_mod, "window_loss", counting)
         model, hist = fit(tiny_config(), recipe, train, val, val, CPU, on_epoch=report if on_epoch else None,
-                          progress=False, resume=store, dist=dist)
+                          progress=progress, resume=store, dist=dist)
     return model, hist, reports, len(batches)
 
 
@@ -207,3 +207,23 @@ def test_a_rank_with_an_empty_shard_takes_the_step_of_the_others(data):
     for (k, a), b in zip(plain.state_dict().items(), ranked.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-7, msg=k)
     assert any(not torch.equal(v, start[k]) for k, v in ranked.state_dict().items())  # it did step
+
+
+@pytest.mark.parametrize("select", ["best_val", "last"])
+def test_the_log_tells_each_epoch_and_the_kept_one(data, capsys, select):
+    """What a user reads in the log (off a terminal): one line per epoch with its losses and lr, the
+    kept epoch (best_val only), and the bar's last line with every batch done and the last loss."""
+    recipe = Recipe(**{**RECIPE.__dict__, "select_epoch": select})
+    _, hist, _, _ = run(data, on_epoch=False, recipe=recipe, progress=True)
+    log = capsys.readouterr()
+    text = log.out + log.err
+    for e in range(recipe.epochs):
+        lr = 0.03 if e + 1 < 5 else 0.003  # lr_decay_epochs (5,): lowered after epoch 4
+        assert (f"epoch {e + 1:3d}/{recipe.epochs}  train loss {hist.train_loss[e]:.4f}  "
+                f"val loss {hist.val_loss[e]:.4f}  lr {lr:.2g}\n") in text, text
+    kept = f"train: keeping the weights of epoch {hist.best_epoch} (lowest validation loss)"
+    assert (kept in text) == (select == "best_val") and (hist.best_epoch == 6) == (select == "last")
+    n = recipe.epochs * per_epoch(data)
+    bar = [ln for ln in log.err.splitlines() if ln.startswith("train: ") and " batch " in ln]
+    assert bar[-1].startswith(f"train: {n}/{n} batch (100%)"), bar
+    assert f"epoch={recipe.epochs}/{recipe.epochs}, loss={hist.train_loss[-1]:.4f}]" in bar[-1], bar
