@@ -227,3 +227,8 @@ def test_the_log_tells_each_epoch_and_the_kept_one(data, capsys, select):
     bar = [ln for ln in log.err.splitlines() if ln.startswith("train: ") and " batch " in ln]
     assert bar[-1].startswith(f"train: {n}/{n} batch (100%)"), bar
     assert f"epoch={recipe.epochs}/{recipe.epochs}, loss={hist.train_loss[-1]:.4f}]" in bar[-1], bar
+
+
+def test_without_progress_there_is_no_bar(data, capsys):
+    run(data, on_epoch=False, recipe=Recipe(**{**RECIPE.__dict__, "epochs": 1}))
+    assert " batch " not in capsys.readouterr().err
