@@ -55,9 +55,11 @@ mutants: $(STAMP)
 	rm -rf mutants && mkdir mutants
 	-OMP_NUM_THREADS=1 timeout $(MUTANTS_BUDGET_S) $(BIN)/mutmut run --max-children $(MUTANTS_CHILDREN) > mutants/run.log 2>&1
 	@$(BIN)/mutmut results --all true | awk -F': ' '{ split($$1, name, "."); m = name[2]; total[m]++; n++; \
-		if ($$2 == "killed" || $$2 == "timeout") { killed[m]++; k++ } else if ($$2 != "survived") other[m]++ } \
-		END { for (m in total) printf "%-10s %4d / %4d killed (%5.1f%%)  %d not run or no tests\n", m, killed[m], total[m], 100 * killed[m] / total[m], other[m]; \
-		printf "%-10s %4d / %4d killed (%5.1f%%)\n", "all", k, n, 100 * k / n }'
+		if ($$2 == "killed") { killed[m]++; k++ } else if ($$2 == "timeout") { slow[m]++; t++ } \
+		else if ($$2 != "survived") other[m]++ } \
+		END { for (m in total) printf "%-10s %4d / %4d killed (%5.1f%%)  %d timed out (check by hand)  %d not run or no tests\n", \
+		m, killed[m], total[m], 100 * killed[m] / total[m], slow[m], other[m]; \
+		printf "%-10s %4d / %4d killed (%5.1f%%)  %d timed out\n", "all", k, n, 100 * k / n, t }'
 
 clean-venv:
 	rm -rf $(VENV)
