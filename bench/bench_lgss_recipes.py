@@ -103,12 +103,12 @@ def _centred(data, test: list) -> tuple:
     """The same data with every movie's features minus the mean of the training shots (per dimension)."""
     train = data.movies("train")
     mean = {k: np.concatenate([m.features[k] for m in train]).mean(0) for k in train[0].features}
-    shift = {}
-    for part in ("train", "val", "test"):
-        for m in data.movies(part):
-            shift[m.imdb_id] = dataclasses.replace(m, features={k: v - mean[k] for k, v in m.features.items()})
-    return (dataclasses.replace(data, _movies=shift),
-            [dataclasses.replace(m, features={k: v - mean[k] for k, v in m.features.items()}) for m in test])
+
+    def centre(m):
+        return dataclasses.replace(m, features={k: v - mean[k] for k, v in m.features.items()})
+
+    shifted = {m.imdb_id: centre(m) for part in ("train", "val", "test") for m in data.movies(part)}
+    return dataclasses.replace(data, _movies=shifted), [centre(m) for m in test]
 
 
 def _owned_ap(kind, tr, data, part: str) -> float:
