@@ -30,21 +30,27 @@ from sceneseg.models.base import TrainData
 from sceneseg.movies import load_movies, read_index
 from sceneseg.sources import materialize
 from sceneseg.split import split_all_windows, split_movies
+from sceneseg.boosted import boosted_spec, fit_boosted
 from sceneseg.stacked import fit_stacked
 from sceneseg.synthetic import SyntheticSpec
 
-SETS = {  # name -> (generator settings, test fraction)
-    "sample": (SyntheticSpec(12, 250, 400, seed=0), None),  # the built-in sample, the pipeline's split
-    "large": (SyntheticSpec(40, 250, 400, seed=11), 0.2),  # the sample's settings, 40 movies, another seed
-    "noisy": (SyntheticSpec(24, 250, 400, seed=12, noise=2.0), 0.25),  # twice the per-shot noise
-    "few_setups": (SyntheticSpec(24, 250, 400, seed=13, noise=2.0, min_setups=1, max_setups=2), 0.25),
-    "scaled": (SyntheticSpec(24, 250, 400, seed=14, noise=2.0, scale_spread=1.0), 0.25),  # scales x0.1-x10 per movie
+SETS = {  # name -> (generator settings, test fraction); the realistic story unless said
+    "sample": (None, None),  # the built-in sample of params.yaml, the pipeline's split
+    "short": (SyntheticSpec(32, seed=11, length_scale=0.3), 0.25),  # 32 movies of a third of the real length
+    "full": (SyntheticSpec(40, seed=12), 0.2),  # 40 movies of the real shot counts
+    "noisy": (SyntheticSpec(32, seed=13, length_scale=0.3, noise=1.3), 0.25),  # 1.3x the per-shot noise
+    "setups": (SyntheticSpec(32, seed=14, length_scale=0.3, min_setups=2, max_setups=12), 0.25),  # more camera set-ups
+    "scaled": (SyntheticSpec(32, seed=15, length_scale=0.3, scale_spread=1.0), 0.25),  # scales x0.1-x10 per movie
+    "dense": (SyntheticSpec(32, seed=16, length_scale=0.3, scene_scale=0.6), 0.25),  # shorter scenes: more boundaries
+    "easy": (SyntheticSpec(12, 250, 400, seed=0, min_setups=2, max_setups=3, preset="easy"), None),  # the old sample
 }
 COLUMNS = ("AP", "mAP", "Miou", "F1")
 
 
 def prepare(name: str, root: Path, params) -> tuple[TrainData, list, list]:
     spec, test_fraction = SETS[name]
+    if spec is None:
+        spec = SyntheticSpec(**vars(params.data.synthetic))
     out = root / name
     if not (out / "index.json").exists():
         materialize("synthetic", out, cache_dir=root, synthetic=spec)
@@ -70,10 +76,15 @@ def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, ep
     rows: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     val_whole = data.windows["val"].movie_ids != data.windows["train"].movie_ids
-    ref = fit_stacked(data.movies("train"), data.owned("train"), data.movies("val"),
-                      None if val_whole else data.owned("val"), params.models["simseq"].modalities,
-                      tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric)
-    rows["stacked"] = [score(test, ref.predict(test), ref.threshold, e.fps, e.recall_window_s)]
+    masks = (data.owned("train"), None if val_whole else data.owned("val"))
+    mods = params.models["simseq"].modalities
+    for suffix, shipped in (("", True), (" -shipped", False)):  # -shipped: fitted without it (features only)
+        ref = fit_stacked(data.movies("train"), masks[0], data.movies("val"), masks[1], mods,
+                          tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric, use_shipped=shipped)
+        rows["stacked" + suffix] = [score(test, ref.predict(test), ref.threshold, e.fps, e.recall_window_s)]
+        boost = fit_boosted(data.movies("train"), masks[0], data.movies("val"), masks[1],
+                            boosted_spec(e, mods, shipped), params.train.threshold_metric)
+        rows["boosted" + suffix] = [score(test, boost.predict(test), boost.threshold, e.fps, e.recall_window_s)]
     if all(m.baseline is not None for m in test):
         rows["shipped"] = [score(test, {m.imdb_id: np.asarray(m.baseline, np.float64) for m in test}, 0.5,
                                  e.fps, e.recall_window_s)]

@@ -25,6 +25,9 @@ class SyntheticParams:
     min_setups: int
     max_setups: int
     scale_spread: float
+    length_scale: float
+    scene_scale: float
+    preset: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class EvaluateParams:
     timeline_movies: int
     stacked_widths: list[int]
     stacked_c: float
+    boosted_widths: list[int]
+    boosted_cross_widths: list[int]
+    boosted_context: int
+    boosted_max_iter: int
+    boosted_lr: float
 
 
 @dataclass(frozen=True)
@@ -194,8 +202,12 @@ def validate(p: Params) -> Params:
     check_choice("data.source", p.data.source, ("synthetic", "moviescenes", "local"))
     s = p.data.synthetic
     check_range("data.synthetic.n_movies", s.n_movies, 2, 10_000)
-    check_range("data.synthetic.min_shots", s.min_shots, 2, 100_000)
-    check_range("data.synthetic.max_shots", s.max_shots, s.min_shots, 100_000)
+    if (s.min_shots, s.max_shots) != (0, 0):  # both 0: the real shot counts times length_scale
+        check_range("data.synthetic.min_shots", s.min_shots, 2, 100_000)
+        check_range("data.synthetic.max_shots", s.max_shots, s.min_shots, 100_000)
+    check_range("data.synthetic.length_scale", s.length_scale, 0, 10, lo_open=True)
+    check_range("data.synthetic.scene_scale", s.scene_scale, 0, 10, lo_open=True)
+    check_choice("data.synthetic.preset", s.preset, ("realistic", "easy"))
     check_range("data.synthetic.noise", s.noise, 0, 100, lo_open=True)
     check_range("data.synthetic.min_setups", s.min_setups, 1, 20)
     check_range("data.synthetic.max_setups", s.max_setups, s.min_setups, 20)
@@ -236,6 +248,13 @@ def validate(p: Params) -> Params:
     if not ws or len(set(ws)) != len(ws) or min(ws) < 1 or max(ws) > 256:
         raise ValueError(f"params key 'evaluate.stacked_widths': expected distinct widths in [1, 256], found {ws}")
     check_range("evaluate.stacked_c", p.evaluate.stacked_c, 0, 1e6, lo_open=True)
+    for key in ("boosted_widths", "boosted_cross_widths"):
+        ws = getattr(p.evaluate, key)
+        if not ws or len(set(ws)) != len(ws) or min(ws) < 1 or max(ws) > 256:
+            raise ValueError(f"params key 'evaluate.{key}': expected distinct widths in [1, 256], found {ws}")
+    check_range("evaluate.boosted_context", p.evaluate.boosted_context, 0, 64)
+    check_range("evaluate.boosted_max_iter", p.evaluate.boosted_max_iter, 1, 100_000)
+    check_range("evaluate.boosted_lr", p.evaluate.boosted_lr, 0, 10, lo_open=True)
     return p
 
 

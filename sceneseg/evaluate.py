@@ -10,14 +10,14 @@ from sklearn.metrics import precision_recall_curve
 from sceneseg import metrics, plots
 from sceneseg.movies import Movie
 
-PR_SYSTEMS = ("model", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
+PR_SYSTEMS = ("model", "boosted", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
 
 def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], threshold: float, fps: float,
                   window_s: float, chance_seed: int, chance_rate: float,
-                  stacked: tuple[dict[str, np.ndarray], float] | None = None,
+                  references: dict[str, tuple[dict[str, np.ndarray], float]] | None = None,
                   ) -> tuple[dict, dict, dict[str, dict[str, np.ndarray]]]:
-    """Eluvio metrics of the model (at 0.5 and at its validation threshold), the stacked reference
-    (``(probabilities, its validation threshold)``), the shipped predictions and a chance-level
+    """Eluvio metrics of the model (at 0.5 and at its validation threshold), the fitted references
+    (name -> ``(probabilities, its validation threshold)``: boosted, stacked), the shipped predictions and a chance-level
     predictor (random boundaries at ``chance_rate``, the training movies' boundary rate), all on
     the same movies with the same code.
 
@@ -28,8 +28,8 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in movies}
     systems = {"model": model_prob}
     thresholds = {"model": 0.5}
-    if stacked is not None:
-        systems["stacked"], thresholds["stacked"] = stacked
+    for name, (prob, thr) in (references or {}).items():
+        systems[name], thresholds[name] = prob, thr
     if all(m.baseline is not None for m in movies):
         systems["shipped"] = {m.imdb_id: np.asarray(m.baseline, dtype=np.float64) for m in movies}
     systems["chance"] = metrics.chance_predictions(gt, chance_seed, rate=chance_rate)

@@ -31,7 +31,7 @@ STYLE = {
     "grid.alpha": 0.3,
 }
 # One colour per system, stable across pictures (colour-blind-safe Tableau/Okabe-Ito tones).
-SYSTEM_COLOURS = {"model": "#0072B2", "stacked": "#CC79A7", "shipped": "#E69F00", "chance": "#999999", "model_tuned": "#009E73"}
+SYSTEM_COLOURS = {"model": "#0072B2", "boosted": "#D55E00", "stacked": "#CC79A7", "shipped": "#E69F00", "chance": "#999999", "model_tuned": "#009E73"}
 OTHER_COLOURS = ["#D55E00", "#56B4E9", "#F0E442"]
 TRUE_BANDS = ("#2b6a99", "#9cc3e0")  # alternating scene colours: truth (blues)
 PRED_BANDS = ("#c4661f", "#f2bf8f")  # predictions (oranges)

@@ -48,22 +48,49 @@ def window_cosines(u: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
 
 
 def cross_max(u: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
-    """``cross_k`` for each width: [N, D] unit rows -> [N-1, len(widths)]."""
-    n = u.shape[0]
-    gram = u @ u.T  # [N, N] cosines of every pair of shots
+    """``cross_k`` for each width: [N, D] unit rows -> [N-1, len(widths)].
+
+    Only the pairs within ``max(widths)`` shots of each other are ever read, so only those cosines
+    are computed: one band of the Gram matrix, ``2 * max(widths) - 1`` diagonals of N values
+    (memory and time proportional to N x width, not N x N)."""
+    n, kmax = u.shape[0], max(widths)
+    span = min(2 * kmax - 1, n - 1)  # the farthest pair: shot t - k + 1 and shot t + k
+    band = np.full((span + 1, n), -np.inf)  # band[d, i] = cos(shot i, shot i + d)
+    for d in range(1, span + 1):
+        band[d, : n - d] = np.einsum("ij,ij->i", u[:-d], u[d:])
     t = np.arange(n - 1)
     out = np.empty((n - 1, len(widths)))
     best = np.full(n - 1, -np.inf)
     done = 0
-    for j, k in enumerate(sorted(widths)):
+    for k in sorted(widths):
         for a in range(k):  # shot t - a before the cut
             for b in range(1, k + 1):  # shot t + b after it
                 if a < done and b <= done:
                     continue  # already in the smaller square
-                best = np.maximum(best, gram[np.maximum(t - a, 0), np.minimum(t + b, n - 1)])
+                i, j = np.maximum(t - a, 0), np.minimum(t + b, n - 1)  # clipped: a pair already counted
+                best = np.maximum(best, band[j - i, i])
         done = k
         out[:, widths.index(k)] = best
     return out
+
+
+def transition_features(features: dict[str, np.ndarray], widths: tuple[int, ...],
+                        cross_widths: tuple[int, ...]) -> np.ndarray:
+    """[N-1, F]: per modality (in the dict's order), ``cos_k`` of the raw shots, ``cos_k`` of the
+    centred shots and ``cross_k`` of the centred shots."""
+    cols = []
+    for x in features.values():
+        raw, centered = unit_rows(x, center=False), unit_rows(x, center=True)
+        cols += [window_cosines(raw, widths), window_cosines(centered, widths), cross_max(centered, cross_widths)]
+    return np.concatenate(cols, 1)
+
+
+def with_context(f: np.ndarray, k: int) -> np.ndarray:
+    """[T, F] -> [T, (2k + 1) F]: each row followed by the rows of the transitions t-k..t-1, t+1..t+k
+    (repeated at the movie's edges)."""
+    t = np.arange(len(f))
+    shifts = [s for s in range(-k, k + 1) if s]
+    return np.concatenate([f] + [f[np.clip(t + s, 0, len(f) - 1)] for s in shifts], 1)
 
 
 def zscore_columns(f: np.ndarray) -> np.ndarray:

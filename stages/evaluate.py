@@ -1,8 +1,9 @@
 """Stage evaluate: predict every transition of every test movie; Eluvio metrics of the model,
-the stacked reference, the shipped predictions and a chance baseline; PR curve data and pictures."""
+the boosted and stacked references, the shipped predictions and a chance baseline; PR curve data and pictures."""
 
 from pathlib import Path
 
+from sceneseg.boosted import boosted_spec, fit_boosted
 from sceneseg.checkpoint import load_checkpoint
 from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, pr_points, score_systems
 from sceneseg.inference import pick_device
@@ -31,13 +32,16 @@ def main(args, params) -> None:
     # the stacked reference: fitted on the transitions the model trained on, threshold on its validation ones
     whole_val = wins["val"].movie_ids != wins["train"].movie_ids
     print(f"evaluate: fitting the stacked reference on {len(wins['train'].movie_ids)} train movies", flush=True)
-    ref = fit_stacked(load_movies(Path(args.movies), wins["train"].movie_ids), owned_transitions(wins["train"]),
-                      load_movies(Path(args.movies), wins["val"].movie_ids),
-                      None if whole_val else owned_transitions(wins["val"]), list(ckpt.feature_dims),
-                      tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric)
+    fit_on = (load_movies(Path(args.movies), wins["train"].movie_ids), owned_transitions(wins["train"]),
+              load_movies(Path(args.movies), wins["val"].movie_ids), None if whole_val else owned_transitions(wins["val"]))
+    ref = fit_stacked(*fit_on, list(ckpt.feature_dims), tuple(e.stacked_widths), e.stacked_c,
+                      params.train.threshold_metric)
+    print(f"evaluate: fitting the boosted reference on {len(wins['train'].movie_ids)} train movies", flush=True)
+    boost = fit_boosted(*fit_on, boosted_spec(e, list(ckpt.feature_dims)), params.train.threshold_metric)
     summary, per_movie, systems = score_systems(movies, prob, ckpt.threshold, e.fps, e.recall_window_s,
-                                                e.chance_seed, boundary_rate(train_movies),
-                                                stacked=(ref.predict(movies), ref.threshold))
+                                                e.chance_seed, boundary_rate(train_movies), references={
+                                                    "boosted": (boost.predict(movies), boost.threshold),
+                                                    "stacked": (ref.predict(movies), ref.threshold)})
     write_json(Path(args.metrics), summary)
     write_json(Path(args.per_movie), per_movie)
     plots = Path(args.plots)

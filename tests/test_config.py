@@ -40,7 +40,12 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["train"].update(lr=None), None),
     (lambda r: r.pop("lgss"), "params key 'lgss' (the section of model 'lgss') is missing"),
     (lambda r: r["evaluate"].update(stacked_widths=[]), "'evaluate.stacked_widths': expected distinct widths"),
-    (lambda r: r["data"]["synthetic"].update(max_setups=1), "'data.synthetic.max_setups': expected a value in"),
+    (lambda r: r["data"]["synthetic"].update(min_setups=3, max_setups=2), "'data.synthetic.max_setups': expected a value in"),
+    (lambda r: r["data"]["synthetic"].update(min_shots=5), "'data.synthetic.max_shots': expected a value in [5, 100000], found 0"),
+    (lambda r: r["data"]["synthetic"].update(preset="hard"), "'data.synthetic.preset': expected one of realistic, easy"),
+    (lambda r: r["data"]["synthetic"].update(length_scale=0), "'data.synthetic.length_scale': expected a value in"),
+    (lambda r: r["evaluate"].update(boosted_cross_widths=[2, 2]), "'evaluate.boosted_cross_widths': expected distinct"),
+    (lambda r: r["evaluate"].update(boosted_context=-1), "'evaluate.boosted_context': expected a value in"),
     (lambda r: r["train"].update(threshold_metric="miou"), "needs whole validation movies"),
     (lambda r: r["split"].update(seed=-1), "'split.seed': expected a value in [0, 4294967295], found -1"),
 ])

@@ -53,7 +53,7 @@ def test_every_system_is_scored_on_the_same_movies_with_its_threshold(movies):
     model_prob = low_scores(movies, 0, high=0.45)
     stacked_prob = low_scores(movies, 1, high=0.3)
     summary, per_movie, systems = score_systems(movies, model_prob, 0.3, FPS, WINDOW_S, SEED, 0.05,
-                                                stacked=(stacked_prob, 0.15))
+                                                references={"stacked": (stacked_prob, 0.15)})
     assert set(summary) == set(per_movie) == {"model", "model_tuned", "stacked", "shipped", "chance"}
     assert set(systems) == {"model", "stacked", "shipped", "chance"}
     for name, pm in per_movie.items():
@@ -110,7 +110,7 @@ def test_integer_labels_are_read_as_booleans(movies):
 
 def test_the_recall_key_follows_the_window_in_every_row(movies):
     summary, _, _ = score_systems(movies, low_scores(movies, 0, 0.45), 0.3, FPS, 2.5, SEED, 0.1,
-                                  stacked=(low_scores(movies, 1, 0.3), 0.2))
+                                  references={"stacked": (low_scores(movies, 1, 0.3), 0.2)})
     for name, row in summary.items():
         assert "Recall@2.5s" in row and "Recall@3s" not in row, name
     assert summary["model"]["Recall@2.5s"] == reference(movies, low_scores(movies, 0, 0.45), 0.5, window_s=2.5)["Recall@2.5s"]
@@ -169,7 +169,7 @@ def test_draw_hands_each_picture_its_systems_data(tmp_path, monkeypatch):
     movies = [Movie(m.imdb_id, m.features, m.boundary.astype(np.int8), m.shot_end_frame, m.baseline) for m in movies]
     model_prob = {k: np.clip(p + 0.01 * np.arange(p.size) / p.size, 0, 1) for k, p in low_scores(movies, 0, 0.45).items()}
     summary, per_movie, systems = score_systems(movies, model_prob, 0.3, FPS, WINDOW_S, SEED, 0.05,
-                                                stacked=(low_scores(movies, 1, 0.3), 0.15))
+                                                references={"stacked": (low_scores(movies, 1, 0.3), 0.15)})
     out = tmp_path / "new" / "eval"
     draw(movies, systems, summary, per_movie, 0.3, out, 2, FPS)
     assert out.is_dir()

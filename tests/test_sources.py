@@ -33,7 +33,8 @@ def test_synthetic_source_writes_the_converted_movies_and_index(tmp_path):
     index = read_index(out)
     assert index["source"] == "synthetic" and index["published_set"] is False and index["warnings"] == []
     assert index["synthetic"] == {"n_movies": 3, "min_shots": 4, "max_shots": 12, "seed": 3, "noise": 1.0,
-                                  "min_setups": 2, "max_setups": 3, "scale_spread": 0.0}
+                                  "min_setups": 1, "max_setups": 8, "scale_spread": 0.0, "length_scale": 1.0,
+                                  "scene_scale": 1.0, "preset": "realistic"}
     assert [m["imdb_id"] for m in index["movies"]] == [p.stem for p in pickles]
     movies = load_movies(out)
     for movie, p in zip(movies, pickles, strict=True):

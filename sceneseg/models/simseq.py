@@ -34,7 +34,7 @@ from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_wei
                                   train_data_parallel)
 from sceneseg.movies import Movie
 from sceneseg.progress import progress as progress_bar
-from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
+from sceneseg.simfeatures import transition_features, zscore_columns
 from sceneseg.train import seed_everything
 
 
@@ -65,15 +65,12 @@ def n_features(cfg: dict) -> int:
 def movie_features(movie: Movie, cfg: dict, with_shipped: bool) -> np.ndarray:
     """[N-1, F] float32: similarity features of every transition, raw and z-scored within the movie,
     then the shipped prediction and its flag (both 0 when absent or not used)."""
-    widths, cross = tuple(cfg["widths"]), tuple(cfg["cross_widths"])
-    cols = []
-    for m in cfg["feature_dims"]:
-        raw, centered = unit_rows(movie.features[m], center=False), unit_rows(movie.features[m], center=True)
-        cols += [window_cosines(raw, widths), window_cosines(centered, widths), cross_max(centered, cross)]
-    f = np.concatenate(cols, 1)  # [T, F0]
+    f = transition_features({m: movie.features[m] for m in cfg["feature_dims"]}, tuple(cfg["widths"]),
+                            tuple(cfg["cross_widths"]))  # [T, F0]
     shipped = np.zeros((f.shape[0], 2))
     if with_shipped and cfg["use_shipped"] and movie.baseline is not None:
-        shipped[:, 0], shipped[:, 1] = np.asarray(movie.baseline, dtype=np.float64), 1.0
+        p = np.clip(np.asarray(movie.baseline, dtype=np.float64), 1e-4, 1 - 1e-4)
+        shipped[:, 0], shipped[:, 1] = np.log(p / (1 - p)), 1.0  # its logit: the scale the net adds evidence on
     return np.concatenate([f, zscore_columns(f), shipped], 1).astype(np.float32)
 
 
@@ -89,12 +86,15 @@ class SimSeqNet(nn.Module):
         self.local = nn.Conv1d(h, h, kernel_size=5, padding=2)  # neighbouring transitions
         self.gru = nn.GRU(h, h, batch_first=True, bidirectional=True)  # long context
         self.head = nn.Sequential(nn.Linear(2 * h, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])), nn.Linear(h, 1))
+        self.skip = nn.Linear(2, 1)  # the shipped logit and its flag, straight to the output: evidence adds up
 
     def forward(self, x: Tensor) -> Tensor:  # [B, L, F] -> [B, L]
-        h = self.inp((x - self.mean) / self.std)  # [B, L, H]
+        z = (x - self.mean) / self.std  # [B, L, F]
+        z = torch.cat([z[..., :-2], z[..., -2:-1] * x[..., -1:], x[..., -1:]], -1)  # no shipped input: 0, flag 0
+        h = self.inp(z)  # [B, L, H]
         h = h + F.gelu(self.local(h.transpose(1, 2))).transpose(1, 2)
         g, _ = self.gru(h)  # [B, L, 2H]
-        return self.head(g).squeeze(-1)
+        return (self.head(g) + self.skip(z[..., -2:])).squeeze(-1)
 
 
 def _weighted_bce(logits: Tensor, y: Tensor, mask: Tensor, class_weights: tuple[float, float]) -> tuple[Tensor, Tensor]:
@@ -264,8 +264,11 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     if dist is not None and dist.rank > 0:  # the same initial weights, other dropout masks
         torch.manual_seed(common.seed + dist.rank)
     seen = torch.cat([x[m.bool()] for x, m in zip(tr.x, tr.mask)])  # [K, F] training transitions
-    net.mean[:-2].copy_(seen[:, :-2].mean(0))  # the shipped prediction and its flag stay as they are:
-    net.std[:-2].copy_(seen[:, :-2].std(0).clamp_min(1e-3))  # the flag is constant on data that has it
+    net.mean[:-2].copy_(seen[:, :-2].mean(0))
+    net.std[:-2].copy_(seen[:, :-2].std(0).clamp_min(1e-3))
+    has = seen[:, -1] > 0.5  # the shipped logit is standardised over the transitions that have it
+    if has.sum() > 1:
+        net.mean[-2], net.std[-2] = seen[has, -2].mean(), seen[has, -2].std().clamp_min(1e-3)
     lr = common.lr if common.lr is not None else p.lr
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=p.weight_decay)
     rng = np.random.default_rng(common.seed)
