@@ -48,7 +48,7 @@ def make_data(root: Path, spec: SyntheticSpec, params, val_by: str = "window") -
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, params) -> TrainData:
-    return make_data(tmp_path_factory.mktemp("a") / "movies", SyntheticSpec(8, 60, 90, seed=1), params)
+    return make_data(tmp_path_factory.mktemp("a") / "movies", SyntheticSpec(8, 60, 90, seed=1, min_setups=2, max_setups=3, preset="easy"), params)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -145,7 +145,7 @@ def test_simseq_transfers_to_movies_with_other_feature_scales(data, params, tmp_
     trained = kind.train(data, own, common, CPU, progress=False)
     save_checkpoint(tmp_path / "m.pt", "simseq", trained.model, trained.config, trained.threshold, "f1", {}, "x")
     other = tmp_path / "other"
-    materialize("synthetic", other, cache_dir=tmp_path, synthetic=SyntheticSpec(3, 80, 120, seed=9, scale_spread=1.5))
+    materialize("synthetic", other, cache_dir=tmp_path, synthetic=SyntheticSpec(3, 80, 120, seed=9, min_setups=2, max_setups=3, scale_spread=1.5, preset="easy"))
     doc = predict_input(other, tmp_path / "m.pt")
     gt, prob = [], []
     for rec, m in zip(doc["movies"], load_movies(other)):
@@ -212,7 +212,7 @@ def test_owned_transitions_partition_the_train_movies(data):
 def test_whole_validation_movies_and_the_miou_threshold(tmp_path, params):
     """With split.val_by: movie both models validate on whole held-out movies; 'miou' picks the
     threshold that maximises their mean Miou."""
-    data = make_data(tmp_path / "movies", SyntheticSpec(8, 40, 60, seed=3), params, val_by="movie")
+    data = make_data(tmp_path / "movies", SyntheticSpec(8, 40, 60, seed=3, min_setups=2, max_setups=3, preset="easy"), params, val_by="movie")
     assert set(data.split["val"]).isdisjoint(data.split["train"]) and data.split["val"]
     kind = get_model("simseq")
     common, own = tiny(params, "simseq", epochs=3)

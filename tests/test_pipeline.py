@@ -55,7 +55,7 @@ def project(tmp_path_factory) -> Path:
 def test_dvc_repro_end_to_end(project):
     sh(["dvc", "repro"], project)
     ev = json.loads((project / "metrics/eval.json").read_text())
-    for system in ("model", "stacked", "shipped", "chance"):
+    for system in ("model", "boosted", "stacked", "shipped", "chance"):
         for key in ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@3s"):
             assert 0.0 <= ev[system][key] <= 1.0, (system, key)
     assert 0.0 <= ev["model_tuned"]["threshold"] <= 1.0
@@ -67,8 +67,10 @@ def test_dvc_repro_end_to_end(project):
     assert (project / "plots/train/loss.png").stat().st_size > 10_000
     assert (project / "plots/eval/figures/pr_curve.png").exists()
     assert json.loads((project / "plots/eval/pr_model.json").read_text())[0].keys() == {"recall", "precision"}
-    assert sorted(pm["stacked"]["AP"]) == sorted(split["test"])
-    assert 0.0 <= ev["stacked"]["threshold"] <= 1.0
+    for ref in ("stacked", "boosted"):
+        assert sorted(pm[ref]["AP"]) == sorted(split["test"])
+        assert 0.0 <= ev[ref]["threshold"] <= 1.0
+    assert json.loads((project / "plots/eval/pr_boosted.json").read_text())[0].keys() == {"recall", "precision"}
     assert tr["model"] == "simseq"
     # a second repro does nothing
     again = sh(["dvc", "repro"], project)

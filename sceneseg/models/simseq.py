@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
@@ -33,6 +34,7 @@ from sceneseg.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
 from sceneseg.movies import Movie
+from sceneseg.models.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
 from sceneseg.simfeatures import transition_features, zscore_columns
 from sceneseg.train import seed_everything
@@ -55,11 +57,31 @@ class SimSeqParams:
     warmup_epochs: int
     class_weights: list[float]
     patience: int  # stop after this many epochs without a better validation AP; 0 = never
+    tree_iters: int = 300  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
+    tree_lr: float = 0.1
+    tree_context: int = 2  # the trees read the features of this many neighbouring transitions on each side
 
 
 def n_features(cfg: dict) -> int:
     per_modality = 2 * len(cfg["widths"]) + len(cfg["cross_widths"])
     return 2 * per_modality * len(cfg["feature_dims"]) + 2
+
+
+def n_base(cfg: dict) -> int:
+    """Similarity columns per transition (before the z-scored copies and the shipped pair)."""
+    return (2 * len(cfg["widths"]) + len(cfg["cross_widths"])) * len(cfg["feature_dims"])
+
+
+def tree_inputs(x: Tensor, cfg: dict) -> Tensor:
+    """[L, F] transition features of one sequence (as :func:`movie_features` makes them) -> [L, C]
+    the trees' inputs: the similarity columns of each transition and of ``tree_context`` neighbours
+    on each side (repeated at the edges), then the shipped logit (NaN where there is none)."""
+    f = x[:, : n_base(cfg)].double()  # [L, F0]
+    k, length = int(cfg["trees"]["context"]), x.shape[0]
+    t = torch.arange(length, device=x.device)
+    cols = [f] + [f[(t + s).clamp(0, length - 1)] for s in range(-k, k + 1) if s]
+    shipped = torch.where(x[:, -1] > 0.5, x[:, -2].double(), torch.full_like(f[:, 0], float("nan")))
+    return torch.cat(cols + [shipped[:, None]], 1)
 
 
 def movie_features(movie: Movie, cfg: dict, with_shipped: bool) -> np.ndarray:
@@ -95,6 +117,30 @@ class SimSeqNet(nn.Module):
         h = h + F.gelu(self.local(h.transpose(1, 2))).transpose(1, 2)
         g, _ = self.gru(h)  # [B, L, 2H]
         return (self.head(g) + self.skip(z[..., -2:])).squeeze(-1)
+
+
+class SimSeqTrees(nn.Module):
+    """The GRU network and boosted trees on the same transition features, averaged in log-odds.
+
+    The trees come in two fits: with the shipped prediction and without it (``bare``); a
+    movie is read by the one that matches its input."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = SimSeqNet(cfg)
+        self.trees = TreeEnsemble(*cfg["trees"]["shape"])
+        self.bare = TreeEnsemble(*cfg["trees"]["bare_shape"])
+
+    def tree_logits(self, x: Tensor) -> Tensor:  # [L, F] -> [L]
+        tx = tree_inputs(x, self.cfg)
+        if x[0, -1] > 0.5:  # a movie's flag is the same on every transition
+            return self.trees(tx)
+        return self.bare(tx[:, :-1])
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, L, F] -> [B, L]
+        trees = torch.stack([self.tree_logits(row) for row in x]).to(x.dtype)  # [B, L]
+        return 0.5 * (self.net(x) + trees)
 
 
 def _weighted_bce(logits: Tensor, y: Tensor, mask: Tensor, class_weights: tuple[float, float]) -> tuple[Tensor, Tensor]:
@@ -176,6 +222,30 @@ def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, 
     return total / max(norm, 1e-12), ap, gt, prob
 
 
+def _add_trees(net: SimSeqNet, cfg: dict, tr: _Set, p: SimSeqParams, seed: int) -> tuple[SimSeqTrees, dict]:
+    """Fit the boosted trees on the training transitions (with the shipped input when every training
+    movie has it, and without) and return the averaged model with its config."""
+    cfg = {**cfg, "trees": {"context": int(p.tree_context)}}
+    with torch.no_grad():
+        x = torch.cat([tree_inputs(xm, cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).cpu().numpy()  # [K, C]
+    y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).cpu().numpy() > 0.5
+
+    def fit(cols: np.ndarray) -> TreeEnsemble:
+        clf = HistGradientBoostingClassifier(max_iter=p.tree_iters, learning_rate=p.tree_lr, early_stopping=False,
+                                             random_state=seed)
+        return TreeEnsemble.from_classifier(clf.fit(cols, y))
+
+    print(f"train: fitting {p.tree_iters} boosted trees on {len(y)} training transitions", flush=True)
+    bare = fit(x[:, :-1])
+    trees = fit(x) if not np.isnan(x[:, -1]).any() else bare  # no shipped input in training: the bare fit
+    cfg["trees"]["shape"], cfg["trees"]["bare_shape"] = list(trees.feature.shape), list(bare.feature.shape)
+    model = SimSeqTrees(cfg).to(net.mean.device)
+    model.net.load_state_dict(net.state_dict())
+    model.trees.load_state_dict(trees.state_dict())
+    model.bare.load_state_dict(bare.state_dict())
+    return model.eval(), cfg
+
+
 def _threshold(gt: dict, prob: dict, metric: str, val_movies: list[Movie]) -> float:
     """Chosen on the validation transitions only, like LGSS's (:mod:`sceneseg.threshold`)."""
     if metric == "fixed":
@@ -206,6 +276,9 @@ class SimSeqKind(ModelKind):
         check_range(f"{section}.warmup_epochs", p.warmup_epochs, 0, 10_000)
         check_class_weights(f"{section}.class_weights", p.class_weights)
         check_range(f"{section}.patience", p.patience, 0, 10_000)
+        check_range(f"{section}.tree_iters", p.tree_iters, 0, 100_000)
+        check_range(f"{section}.tree_lr", p.tree_lr, 0, 10, lo_open=True)
+        check_range(f"{section}.tree_context", p.tree_context, 0, 64)
 
     def train(self, data: TrainData, p: SimSeqParams, common, device: torch.device, on_epoch=None,
               progress: bool = True, resume=None) -> Trained:
@@ -213,8 +286,8 @@ class SimSeqKind(ModelKind):
             return _train(data, p, common, device, on_epoch, progress, resume)
         return train_data_parallel(_train, data, p, common, device, on_epoch, progress, resume)
 
-    def build(self, config: dict) -> SimSeqNet:
-        return SimSeqNet(config)
+    def build(self, config: dict) -> nn.Module:
+        return SimSeqTrees(config) if config.get("trees") else SimSeqNet(config)
 
     def feature_dims(self, config: dict) -> dict[str, int]:
         return dict(config["feature_dims"])
@@ -345,6 +418,8 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
         return None
     net.load_state_dict(best_state)
     print(f"train: keeping the weights of epoch {best_epoch} (best validation AP {val_ap[best_epoch - 1]:.4f})")
+    if p.tree_iters:
+        net, cfg = _add_trees(net, cfg, tr, p, common.seed)
     _, _, gt, prob = _loss_and_ap(net, va, cw)
     threshold = _threshold(gt, prob, common.threshold_metric, data.movies("val"))
     test_loss = _loss_and_ap(net, te, cw)[0]
