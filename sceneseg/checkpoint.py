@@ -2,14 +2,14 @@
 
 A checkpoint holds the model's name (``train.model``) and its own config (for LGSS: feature
 dimensions, fusion weights, input scales, window geometry), the decision threshold chosen on validation, the
-params and the git commit it was trained from. It holds only tensors and builtins,
+params it was trained with (no git commit: the same run gives the same bytes in every clone, and
+dvc.lock pins the code). It holds only tensors and builtins,
 so it loads with ``torch.load(weights_only=True)``: no code runs from a checkpoint.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +41,6 @@ class Checkpoint:
     def predict(self, movies: list, device: torch.device, batch_size: int) -> dict:
         """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64."""
         return self.kind.predict(self.model, self.config, movies, device, batch_size)
-
-
-def git_commit(cwd: Path | str = ".") -> str:
-    """The current commit (with '-dirty' when the tree has changes), or 'unknown' outside git."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def save_checkpoint(path: Path, model_name: str, model: torch.nn.Module, config: dict, threshold: float,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from sceneseg.checkpoint import git_commit, save_checkpoint
+from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import to_dict
 from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
 from sceneseg.inference import pick_device
@@ -61,7 +61,7 @@ def main(args, params) -> None:
     trained_with[t.model] = to_dict(params.model)
     with writing(args.model):
         save_checkpoint(Path(args.model), t.model, trained.model, trained.config, trained.threshold,
-                        t.threshold_metric, params=trained_with, commit=git_commit())
+                        t.threshold_metric, params=trained_with, commit="")  # no commit: the same run gives the same bytes in any clone
     epochs = len(trained.train_loss)
     best = trained.best_epoch
     summary = {

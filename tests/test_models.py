@@ -224,3 +224,35 @@ def test_whole_validation_movies_and_the_miou_threshold(tmp_path, params):
     assert trained.threshold == choose_threshold(gt, prob, "miou", shot_end_frame=ends)
     ref = fit_stacked(data.movies("train"), None, val, None, own.modalities, threshold_metric="miou")
     assert ref.threshold == choose_threshold(gt, ref.predict(val), "miou", shot_end_frame=ends)
+
+
+def test_simseq_padding_reaches_no_layer():
+    """A movie shorter than the crop gives the same logits alone and zero-padded in a batch with a
+    longer one, in training mode (dropout off): the standardised padding (-mean/std) would otherwise
+    reach the convolution and the reverse GRU."""
+    from sceneseg.models.simseq import SimSeqNet, n_features
+
+    cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8, "dropout": 0.0}
+    torch.manual_seed(0)
+    net = SimSeqNet(cfg).train()
+    with torch.no_grad():
+        net.mean.normal_()
+        net.std.uniform_(0.5, 2.0)
+    short, long = torch.randn(1, 7, n_features(cfg)), torch.randn(1, 12, n_features(cfg))
+    short[..., -1], long[..., -1] = 1.0, 1.0
+    alone = net(short)
+    batch = torch.zeros(2, 12, n_features(cfg))
+    batch[0, :7], batch[1] = short[0], long[0]
+    padded = net(batch, torch.tensor([7, 12]))
+    np.testing.assert_allclose(padded[0, :7].detach().numpy(), alone[0].detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(padded[1].detach().numpy(), net(long)[0].detach().numpy(), atol=1e-6)
+    # without the lengths the padding does change the short movie's logits (what the test guards)
+    assert not np.allclose(net(batch)[0, :7].detach().numpy(), alone[0].detach().numpy(), atol=1e-4)
+
+
+def test_simseq_divergence_is_one_sentence(data, params):
+    common, own = tiny(params, "simseq", epochs=3, tree_iters=0)
+    common = dataclasses.replace(common, lr=1e30)
+    with pytest.raises(ValueError, match=r"^training diverged in epoch 1: .* not finite|^training diverged in epoch 1: the training loss is nan") as e:
+        get_model("simseq").train(data, own, common, CPU, progress=False)
+    assert "learning rate 1e+30 is likely too high" in str(e.value)

@@ -110,12 +110,21 @@ class SimSeqNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * h, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])), nn.Linear(h, 1))
         self.skip = nn.Linear(2, 1)  # the shipped logit and its flag, straight to the output: evidence adds up
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, L, F] -> [B, L]
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # [B, L, F] -> [B, L]
+        """``lengths`` [B]: real transitions per row of a zero-padded batch; the padding reaches no layer
+        (zeroed before the convolution, as a movie's edge is at inference; left out of the GRU)."""
         z = (x - self.mean) / self.std  # [B, L, F]
         z = torch.cat([z[..., :-2], z[..., -2:-1] * x[..., -1:], x[..., -1:]], -1)  # no shipped input: 0, flag 0
         h = self.inp(z)  # [B, L, H]
+        if lengths is not None:
+            real = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, L, 1]
+            h = h * real
         h = h + F.gelu(self.local(h.transpose(1, 2))).transpose(1, 2)
-        g, _ = self.gru(h)  # [B, L, 2H]
+        if lengths is None or bool((lengths == x.shape[1]).all()):
+            g, _ = self.gru(h)  # [B, L, 2H]
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            g, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
         return (self.head(g) + self.skip(z[..., -2:])).squeeze(-1)
 
 
@@ -151,12 +160,12 @@ def _weighted_bce(logits: Tensor, y: Tensor, mask: Tensor, class_weights: tuple[
 
 
 def _sharded_backward(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, mask: Tensor,
-                      cw: tuple[float, float], dist: Dist) -> tuple[float, float]:
+                      cw: tuple[float, float], dist: Dist, lengths: Tensor | None = None) -> tuple[float, float]:
     """Gradients of the global batch's weighted mean loss, from this rank's rows (maybe none) and
     the other ranks'; returns the global (weighted loss sum, weight sum)."""
     opt.zero_grad(set_to_none=True)
     if len(x):
-        s, w = _weighted_bce(net(x), y, mask, cw)
+        s, w = _weighted_bce(net(x, lengths), y, mask, cw)
         total, norm = dist.sum(s.item(), w.item())
         (s / max(norm, 1e-12)).backward()
     else:  # fewer crops than ranks in the last batch: this rank only joins the sums
@@ -212,6 +221,8 @@ def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, 
     total, norm = 0.0, 0.0
     gt, prob = {}, {}
     for k, (i, logit) in enumerate(zip(s.ids, _logits(net, s))):
+        if not bool(torch.isfinite(logit).all()):
+            raise ValueError(f"the model's outputs on movie {i} are not finite")
         a, b = _weighted_bce(logit, s.y[k], s.mask[k], class_weights)
         total, norm = total + a.item(), norm + b.item()
         sel = s.mask[k].bool().cpu().numpy()
@@ -377,24 +388,31 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
             x = torch.zeros(len(rows), length, tr.x[0].shape[1], device=device)  # [B, L, F]
             y = torch.zeros(len(rows), length, device=device)
             mask = torch.zeros(len(rows), length, device=device)
+            lengths = torch.tensor([batch[j][2] - batch[j][1] for j in rows], dtype=torch.long, device=device)
             for r, j in enumerate(rows):
                 i, a, b = batch[j]
                 x[r, : b - a], y[r, : b - a], mask[r, : b - a] = tr.x[i][a:b], tr.y[i][a:b], tr.mask[i][a:b]
             drop = torch.from_numpy((rng.random(len(batch)) < p.shipped_dropout)[rows]).to(device)
             x[drop, :, -2:] = 0.0  # no shipped prediction for these crops
             if dist is None:
-                s, w = _weighted_bce(net(x), y, mask, cw)
+                s, w = _weighted_bce(net(x, lengths), y, mask, cw)
                 loss = s / w.clamp_min(1e-12)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 s, w = s.item(), w.item()
             else:
-                s, w = _sharded_backward(net, opt, x, y, mask, cw, dist)
+                s, w = _sharded_backward(net, opt, x, y, mask, cw, dist, lengths)
             opt.step()
             sched.step()
             total, norm = total + s, norm + w
         train_loss.append(total / max(norm, 1e-12))
-        vl, ap, _, _ = _loss_and_ap(net, va, cw)
+        try:
+            if not math.isfinite(train_loss[-1]):
+                raise ValueError(f"the training loss is {train_loss[-1]}")
+            vl, ap, _, _ = _loss_and_ap(net, va, cw)
+        except ValueError as e:  # NaN / inf: one sentence instead of scikit-learn's "Input contains NaN"
+            raise ValueError(f"training diverged in epoch {epoch + 1}: {e} (learning rate {lr} is likely too high: "
+                             f"try a smaller train.lr or simseq.lr)") from None
         val_loss.append(vl)
         val_ap.append(ap)
         if best_state is None or ap > max(val_ap[:-1]):
