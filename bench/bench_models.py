@@ -44,6 +44,10 @@ SETS = {  # name -> (generator settings, test fraction); the realistic story unl
     "scaled": (SyntheticSpec(32, seed=15, length_scale=0.3, scale_spread=1.0), 0.25),  # scales x0.1-x10 per movie
     "dense": (SyntheticSpec(32, seed=16, length_scale=0.3, scene_scale=0.6), 0.25),  # shorter scenes: more boundaries
     "easy": (SyntheticSpec(12, 250, 400, seed=0, min_setups=2, max_setups=3, preset="easy"), None),  # the old sample
+    # the sets of RESULTS_lgss_recipes.md and RESULTS_validation.md (the easy generator; its draws have
+    # changed order since, so the same statistics but not the same movies)
+    "easy_large": (SyntheticSpec(40, 250, 400, seed=11, min_setups=2, max_setups=3, preset="easy"), 0.2),
+    "easy_noisy": (SyntheticSpec(24, 250, 400, seed=12, noise=2.0, min_setups=2, max_setups=3, preset="easy"), 0.25),
 }
 COLUMNS = ("AP", "mAP", "Miou", "F1")
 

@@ -1,6 +1,6 @@
 """How far validation numbers drift from the test movies' under ``split.val_by: window`` and ``movie``.
 
-    .venv/bin/python bench/bench_validation.py [--sets large noisy] [--seeds 0 1 2]
+    .venv/bin/python bench/bench_validation.py [--sets easy_large easy_noisy] [--seeds 0 1 2]
 
 With ``window`` (the seed's protocol) validation windows are random windows of the training
 movies: they share movies, scenes and camera set-ups with training windows. With ``movie``
@@ -49,7 +49,7 @@ def row(val: tuple, test: tuple, threshold: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["large", "noisy"], choices=list(SETS))
+    ap.add_argument("--sets", nargs="+", default=["easy_large", "easy_noisy"], choices=list(SETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_validation"))
     args = ap.parse_args()
