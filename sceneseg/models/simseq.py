@@ -1,17 +1,18 @@
-"""SimSeq, the default model: scale-free similarity features of every transition, read in
-long temporal context by a small bidirectional GRU over whole movies.
+"""SimSeq, the default model: scale-free similarity features of every transition, read by a
+small bidirectional GRU over whole movies and by boosted trees, the two averaged in log-odds.
 
-Why it wins on these features (measured in ``bench/bench_models.py``): LGSS sees 4 raw shots
-per transition and 10 transitions of context, and its raw inputs change scale between movies
-and feature extractors. SimSeq reads, per transition and modality, cosines between the shots
-before and after at widths 1-16 and the best shot-to-shot match across the cut (camera
-set-ups that alternate within a scene), raw and per-movie standardised
-(:mod:`sceneseg.simfeatures`), plus the dataset's shipped prediction with a flag saying
-whether it is there. A GRU over crops of ``crop_len`` transitions (whole movies at inference)
-learns what a boundary looks like in context: one peak per cut, scene lengths. Training:
-AdamW, linear warm-up then cosine decay, the epoch with the best validation AP kept, early
-stop after ``patience`` epochs without gain. The shipped input is dropped at random during
-training (``shipped_dropout``), so the model also works on movies without it.
+SimSeq reads, per transition and modality, cosines between the shots before and after at widths
+``widths`` (to 64 shots: real scenes run to hundreds of shots) and the best shot-to-shot match
+across the cut (camera set-ups that alternate within a scene), raw and per-movie standardised
+(:mod:`sceneseg.simfeatures`), plus the logit of the dataset's shipped prediction with a flag
+saying whether it is there. A GRU over crops of ``crop_len`` transitions (whole movies at
+inference) learns what a boundary looks like in context. Training: AdamW, linear warm-up then
+cosine decay, the epoch with the best validation AP kept, early stop after ``patience`` epochs
+without gain; the shipped input is dropped at random (``shipped_dropout``), so the model also
+works on movies without it. Then ``tree_iters`` gradient-boosted trees are fitted on the same
+similarity columns of each transition and its ``tree_context`` neighbours, once with the shipped
+input and once without, and kept as tensors (:mod:`sceneseg.models.trees`). How it compares with
+the boosted and stacked references on realistic sets: ``bench/bench_models.py``.
 """
 
 from __future__ import annotations
