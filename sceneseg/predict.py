@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import pickle
 import sys
@@ -186,12 +187,15 @@ def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict
 
 
 def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: torch.device, batch_size: int,
-                plot_dir: Path | None = None, seen: dict[str, Path] | None = None) -> dict:
+                plot_dir: Path | None = None, seen: dict[str, Path] | None = None, ignore_shipped: bool = False) -> dict:
     """Read, check and predict one movie; draw its timeline when asked. Returns its output record.
 
     ``seen`` (imdb id -> source) refuses a movie read before, before any work or picture.
+    ``ignore_shipped``: predict as if the movie had no shipped prediction (from the features alone).
     """
     movie = read_movie(src)
+    if ignore_shipped:
+        movie = dataclasses.replace(movie, baseline=None)
     if seen is not None:
         if movie.imdb_id in seen:
             raise ValueError(f"{src.path}: movie {movie.imdb_id} was already read from {seen[movie.imdb_id]}")
@@ -222,7 +226,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
 
 
 def predict_input(input_path: Path, model_path: Path, threshold: float | None = None, device_name: str = "auto",
-                  batch_size: int = 256, plot_dir: Path | None = None, log=None) -> dict:
+                  batch_size: int = 256, plot_dir: Path | None = None, log=None, ignore_shipped: bool = False) -> dict:
     """Predict every movie of ``input_path`` with the checkpoint at ``model_path`` (one movie in memory at a time).
 
     ``threshold`` None uses the threshold stored in the checkpoint. Returns the output document.
@@ -243,7 +247,7 @@ def predict_input(input_path: Path, model_path: Path, threshold: float | None = 
         threshold_source = "--threshold"
     movies, seen = [], {}
     for src in sources:
-        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir, seen)
+        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir, seen, ignore_shipped)
         movies.append(rec)
         if log is not None:
             log(f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes "
@@ -341,6 +345,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="CPU threads for torch; 0 = torch's default. Default 1: on a busy 2-core machine two "
                    "threads ran 6-15x slower than one (on an idle one, about 25%% faster)")
+    p.add_argument("--ignore-shipped", action="store_true",
+                   help="predict from the features alone, even where a movie carries the dataset's shipped prediction")
     p.set_defaults(func=run)
 
 
@@ -356,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or threads_before)
     try:
         doc = predict_input(args.input, args.model, args.threshold, args.device, args.batch_size, args.plot,
-                            log=lambda msg: print(msg, file=sys.stderr))
+                            log=lambda msg: print(msg, file=sys.stderr), ignore_shipped=args.ignore_shipped)
     finally:
         torch.set_num_threads(threads_before)  # callers of main() in the same process keep their setting
     if args.format == "csv":

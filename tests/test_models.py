@@ -256,3 +256,18 @@ def test_simseq_divergence_is_one_sentence(data, params):
     with pytest.raises(ValueError, match=r"^training diverged in epoch 1: .* not finite|^training diverged in epoch 1: the training loss is nan") as e:
         get_model("simseq").train(data, own, common, CPU, progress=False)
     assert "learning rate 1e+30 is likely too high" in str(e.value)
+
+
+def test_predict_can_ignore_a_shipped_prediction_present_in_the_input(data, params, tmp_path):
+    common, own = tiny(params, "simseq", epochs=2, tree_iters=20)
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False)
+    save_checkpoint(tmp_path / "m.pt", "simseq", trained.model, trained.config, trained.threshold, "f1", {}, "")
+    movie = data.movies("test")[0]
+    assert movie.baseline is not None
+    save_movie(movie, tmp_path / "with")
+    save_movie(Movie(movie.imdb_id, movie.features, movie.boundary, movie.shot_end_frame, None), tmp_path / "without")
+    used = predict_input(tmp_path / "with", tmp_path / "m.pt", device_name="cpu")["movies"][0]
+    ignored = predict_input(tmp_path / "with", tmp_path / "m.pt", device_name="cpu", ignore_shipped=True)["movies"][0]
+    absent = predict_input(tmp_path / "without", tmp_path / "m.pt", device_name="cpu")["movies"][0]
+    assert used["inputs"][-1] == "shipped prediction" and "shipped prediction" not in ignored["inputs"]
+    assert ignored["boundary_prob"] == absent["boundary_prob"] != used["boundary_prob"]
