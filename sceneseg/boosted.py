@@ -43,11 +43,9 @@ class Boosted:
     with_shipped: bool
     threshold: float = 0.5
 
-    def predict(self, movies: list[Movie], with_shipped: bool | None = None) -> dict[str, np.ndarray]:
+    def predict(self, movies: list[Movie]) -> dict[str, np.ndarray]:
         """Boundary probability of every transition: id -> [N-1] float64."""
-        use = self.with_shipped if with_shipped is None else with_shipped and self.with_shipped
-        return {m.imdb_id: self.model.predict_proba(features(m, self.spec, self.with_shipped, use))[:, 1]
-                for m in movies}
+        return {m.imdb_id: self.model.predict_proba(features(m, self.spec, self.with_shipped))[:, 1] for m in movies}
 
 
 def boosted_spec(e, modalities: list[str], use_shipped: bool = True) -> BoostedSpec:
