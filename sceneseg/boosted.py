@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from sceneseg.metrics import choose_threshold
 from sceneseg.movies import Movie
 from sceneseg.simfeatures import transition_features, with_context
+from sceneseg.stacked import validation_threshold
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,5 @@ def fit_boosted(train: list[Movie], train_masks: dict[str, np.ndarray] | None, v
                                          early_stopping=False, random_state=spec.seed)
     clf.fit(x, y)
     ref = Boosted(clf, spec, with_shipped)
-    if threshold_metric == "f1":
-        xv, yv = _pooled(val, val_masks, spec, with_shipped)
-        ref.threshold = float(choose_threshold(yv, clf.predict_proba(xv)[:, 1], "f1"))
-    elif threshold_metric == "miou":
-        gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in val}
-        ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
-        ref.threshold = float(choose_threshold(gt, ref.predict(val), "miou", shot_end_frame=ends))
+    ref.threshold = validation_threshold(ref.predict(val), val, val_masks, threshold_metric)
     return ref

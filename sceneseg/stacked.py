@@ -69,12 +69,20 @@ def fit_stacked(train: list[Movie], train_masks: dict[str, np.ndarray] | None, v
     pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
     pipe.fit(x, y)
     ref = Stacked(pipe, list(modalities), tuple(widths), with_shipped, 0.5)
-    if threshold_metric == "f1":
-        xv, yv = _pooled(val, val_masks, modalities, widths, with_shipped)
-        ref.threshold = float(choose_threshold(yv, pipe.predict_proba(xv)[:, 1], "f1"))
-    elif threshold_metric == "miou":
-        prob = ref.predict(val)
+    ref.threshold = validation_threshold(ref.predict(val), val, val_masks, threshold_metric)
+    return ref
+
+
+def validation_threshold(prob: dict[str, np.ndarray], val: list[Movie], val_masks: dict[str, np.ndarray] | None,
+                         metric: str) -> float:
+    """A reference's decision threshold from its probabilities on the validation movies: 'f1' pooled over
+    the masked transitions (all when the mask is None), 'miou' on the whole movies, 'fixed' 0.5."""
+    if metric == "f1":
+        sel = {m.imdb_id: val_masks[m.imdb_id] if val_masks is not None else slice(None) for m in val}
+        y = np.concatenate([np.asarray(m.boundary, dtype=bool)[sel[m.imdb_id]] for m in val])
+        return float(choose_threshold(y, np.concatenate([prob[m.imdb_id][sel[m.imdb_id]] for m in val]), "f1"))
+    if metric == "miou":
         gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in val}
         ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
-        ref.threshold = float(choose_threshold(gt, prob, "miou", shot_end_frame=ends))
-    return ref
+        return float(choose_threshold(gt, prob, "miou", shot_end_frame=ends))
+    return 0.5
