@@ -47,9 +47,10 @@ def test_with_context_and_transition_features_columns():
     tf = transition_features({k: m.features[k] for k in MODS}, (1, 3), (2,))
     assert tf.shape == (29, 2 * (2 + 2 + 1))
     raw, cen = unit_rows(m.features["cast"], False), unit_rows(m.features["cast"], True)
-    np.testing.assert_array_equal(tf[:, 5:7], window_cosines(raw, (1, 3)))  # second modality: raw, centred, cross
-    np.testing.assert_array_equal(tf[:, 7:9], window_cosines(cen, (1, 3)))
-    np.testing.assert_array_equal(tf[:, 9:10], cross_max(cen, (2,)))
+    # second modality: raw, centred, cross (one band of centred products vs the unit rows: equal to rounding)
+    np.testing.assert_allclose(tf[:, 5:7], window_cosines(raw, (1, 3)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tf[:, 7:9], window_cosines(cen, (1, 3)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tf[:, 9:10], cross_max(cen, (2,)), rtol=0, atol=1e-12)
 
 
 def test_boosted_features_and_shipped_column():

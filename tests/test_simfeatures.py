@@ -13,7 +13,8 @@ from sklearn.preprocessing import StandardScaler
 from conftest import tiny_movie
 from sceneseg.metrics import choose_threshold
 from sceneseg.movies import Movie
-from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
+from sceneseg.simfeatures import (CANCEL, _band, _window_terms, cross_max, modality_features, transition_features,
+                                  unit_rows, window_cosines, zscore_columns)
 from sceneseg.stacked import features, fit_stacked
 
 MODS = ["place", "cast"]
@@ -80,6 +81,92 @@ def test_cross_max_sees_the_alternating_set_up():
     cross = cross_max(u, (1, 2))
     np.testing.assert_array_equal(cross[:, 0], np.zeros(7))
     np.testing.assert_array_equal(cross[:, 1], [1, 1, 1, 0, 1, 1, 1])  # only the scene cut (t=3) stays low
+
+
+def definition(x, widths, cross_widths):
+    """One modality's features by their definition, one transition at a time: unit rows of the raw and
+    the centred shots (centred on the mean non-zero shot, zero shots stay zero), cosines of the window
+    sums clipped at the movie's edges, the best cosine of a centred pair across the cut."""
+    x = np.asarray(x, dtype=np.float64)
+    n, dim = x.shape
+    nonzero = [bool(np.any(r != 0)) for r in x]
+    mean = np.mean([r for r, nz in zip(x, nonzero) if nz], axis=0) if any(nonzero) else np.zeros(dim)
+
+    def unit(r):
+        return r / max(float(np.sqrt(r @ r)), 1e-8)
+
+    raw = [unit(r) for r in x]
+    cen = [unit(r - mean) if nz else np.zeros(dim) for r, nz in zip(x, nonzero)]
+    out = []
+    for t in range(n - 1):
+        row = []
+        for u in (raw, cen):
+            for k in widths:
+                b = sum(u[i] for i in range(max(0, t - k + 1), t + 1))
+                a = sum(u[j] for j in range(t + 1, min(n, t + 1 + k)))
+                norms = np.sqrt(b @ b) * np.sqrt(a @ a)
+                row.append(b @ a / norms if norms > 1e-8 else 0.0)
+        for k in cross_widths:
+            row.append(max(cen[i] @ cen[j] for i in range(max(0, t - k + 1), t + 1) for j in range(t + 1, min(n, t + 1 + k))))
+        out.append(row)
+    return np.array(out).reshape(n - 1, 2 * len(widths) + len(cross_widths))
+
+
+WIDTHS, CROSS = (1, 2, 4, 8, 16, 32, 64), (2, 4, 8, 16, 32)  # simseq's defaults
+
+
+def _movie(kind, n, dim, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim))
+    if kind == "offset":  # non-negative features far from 0 (CNN activations): the mean dominates every shot
+        x = 5.0 + np.abs(x)
+    elif kind == "zeros":  # shots without a face, as in cast
+        x[rng.random(n) < 0.4] = 0.0
+    elif kind == "all_zero":
+        x[:] = 0.0
+    elif kind == "short":  # shots 1e8 times shorter than the mean (a fade to black): the products of two of them
+        x = 5.0 + np.abs(x)  # lose every digit if the mean is added back
+        x[n // 2:n // 2 + 3] *= 1e-8
+    elif kind == "scenes":  # a few scenes with alternating set-ups, as the synthetic movies
+        setups = rng.standard_normal((6, dim))
+        x = setups[(np.arange(n) // 7 * 2 + np.arange(n) % 2) % 6] + 0.3 * x
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind,n", [("normal", 150), ("offset", 90), ("zeros", 70), ("all_zero", 20), ("short", 60),
+                                    ("scenes", 130), ("normal", 5), ("offset", 3), ("zeros", 2)])
+def test_features_equal_the_definition(kind, n):
+    """Movies longer and shorter than the widest window (64), all-zero shots and modalities, 2-3 shots."""
+    x = _movie(kind, n, 7, seed=n)
+    got = modality_features(x, WIDTHS, CROSS)
+    assert got.shape == (n - 1, 2 * 7 + 5)
+    np.testing.assert_allclose(got, definition(x, WIDTHS, CROSS), rtol=0, atol=1e-6)
+    other = modality_features(x, (3, 1, 12), (5, 1, 3))  # widths that are not powers of 2, in any order
+    np.testing.assert_allclose(other, definition(x, (3, 1, 12), (5, 1, 3)), rtol=0, atol=1e-6)
+
+
+def test_features_of_every_modality_and_of_one_shot():
+    rng = np.random.default_rng(3)
+    feats = {"place": rng.random((40, 16)).astype(np.float32), "cast": np.zeros((40, 4), np.float32)}
+    f = transition_features(feats, (1, 4), (2,))
+    assert f.shape == (39, 2 * 5)
+    np.testing.assert_allclose(f[:, :5], definition(feats["place"], (1, 4), (2,)), rtol=0, atol=1e-6)
+    assert np.all(f[:, 5:9] == 0) and np.all(f[:, 9] == 0)  # no face anywhere: every cosine 0
+    one = transition_features({"place": np.ones((1, 16), np.float32)}, (1, 4), (2,))
+    assert one.shape == (0, 5)
+
+
+def test_nearly_cancelling_windows_are_summed_directly():
+    """Two shots that almost cancel: the band's sums cannot resolve |before| ~ 1e-7, the direct sum can."""
+    rng = np.random.default_rng(4)
+    u = unit_rows(rng.standard_normal((12, 6)), center=False)
+    u[5] = unit_rows((-u[4] + 1e-7 * rng.standard_normal(6))[None], center=False)[0]
+    _, before_sq, _ = _window_terms(_band(u, 4)[0], (2,))
+    assert before_sq[5, 0] < CANCEL  # shots 4 and 5 before the cut 5|6: taken from the direct formula
+    cos = window_cosines(u, (1, 2))
+    for t in range(11):
+        for j, k in enumerate((1, 2)):
+            assert cos[t, j] == pytest.approx(brute_cos(u, t, k), abs=1e-9), (t, k)
 
 
 def test_zscore_columns():
