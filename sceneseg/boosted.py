@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sceneseg.movies import Movie
-from sceneseg.simfeatures import transition_features, with_context
+from sceneseg.featurecache import FeatureSpec, similarity
+from sceneseg.simfeatures import with_context
 from sceneseg.stacked import validation_threshold
 
 
@@ -57,8 +58,8 @@ def boosted_spec(e, modalities: list[str], use_shipped: bool = True) -> BoostedS
 def features(movie: Movie, spec: BoostedSpec, shipped_column: bool, use_shipped: bool = True) -> np.ndarray:
     """[N-1, F]: the similarity features with context, then the shipped prediction (NaN when not
     used: the trees send it down the branch they learned for a missing value)."""
-    f = with_context(transition_features({m: movie.features[m] for m in spec.modalities}, spec.widths,
-                                         spec.cross_widths), spec.context)
+    # the features stage's when its widths are these, else computed now with the same code
+    f = with_context(similarity(movie, FeatureSpec(spec.modalities, spec.widths, spec.cross_widths)), spec.context)
     if not shipped_column:
         return f
     shipped = np.asarray(movie.baseline, dtype=np.float64) if use_shipped and movie.baseline is not None else \

@@ -13,10 +13,12 @@ A movie is a folder ``<root>/<imdb_id>/`` of plain ``.npy`` arrays, loadable wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,14 +49,28 @@ class Movie:
         return int(next(iter(self.features.values())).shape[0])
 
 
-def save_movie(movie: Movie, root: Path) -> Path:
-    """Write ``movie`` under ``root/<imdb_id>/`` atomically (temp folder, then rename)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / movie.imdb_id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{movie.imdb_id}.", dir=root))
+@contextlib.contextmanager
+def replacing_folder(final: Path) -> Iterator[Path]:
+    """A temp folder next to ``final`` to write into: renamed to ``final`` (replacing it) when the block
+    ends, removed if it fails, so a reader finds the whole folder or the previous one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a data folder is not
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_movie(movie: Movie, root: Path) -> Path:
+    """Write ``movie`` under ``root/<imdb_id>/`` atomically (temp folder, then rename)."""
+    final = Path(root) / movie.imdb_id
+    with replacing_folder(final) as tmp:
         for name, arr in movie.features.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
         if movie.boundary is not None:
@@ -63,12 +79,6 @@ def save_movie(movie: Movie, root: Path) -> Path:
             np.save(tmp / "shot_end_frame.npy", np.asarray(movie.shot_end_frame, dtype=np.int64))
         if movie.baseline is not None:
             np.save(tmp / "baseline.npy", np.asarray(movie.baseline, dtype=np.float32))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

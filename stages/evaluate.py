@@ -8,6 +8,7 @@ from sceneseg.checkpoint import load_checkpoint
 from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, pr_points, score_systems
 from sceneseg.inference import pick_device
 from sceneseg.models.base import owned_transitions
+from sceneseg.featurecache import attach
 from sceneseg.movies import load_movies
 from sceneseg.split import load_split
 from sceneseg.stacked import fit_stacked
@@ -25,15 +26,19 @@ def main(args, params) -> None:
         raise ValueError(f"{args.windows}/test.npz: windows of {wins['test'].seq_len} transitions, but the model in "
                          f"{args.model} was trained on {seq_len}: rerun featurize and train")
     split = load_split(Path(args.split))
-    movies = load_movies(Path(args.movies), wins["test"].movie_ids)
+
+    def load(ids: list[str]):  # with the features stage's similarity features attached
+        return attach(load_movies(Path(args.movies), ids), Path(args.features))
+
+    movies = load(wins["test"].movie_ids)
     print(f"evaluate: predicting the {len(movies)} test movies with the {ckpt.kind.name} model", flush=True)
     prob = ckpt.predict(movies, device, params.train.eval_batch_size)
-    train_movies = load_movies(Path(args.movies), split["train"])
+    train_movies = load(split["train"])
     # the stacked reference: fitted on the transitions the model trained on, threshold on its validation ones
     whole_val = wins["val"].movie_ids != wins["train"].movie_ids
     print(f"evaluate: fitting the stacked reference on {len(wins['train'].movie_ids)} train movies", flush=True)
-    fit_on = (load_movies(Path(args.movies), wins["train"].movie_ids), owned_transitions(wins["train"]),
-              load_movies(Path(args.movies), wins["val"].movie_ids), None if whole_val else owned_transitions(wins["val"]))
+    fit_on = (load(wins["train"].movie_ids), owned_transitions(wins["train"]),
+              load(wins["val"].movie_ids), None if whole_val else owned_transitions(wins["val"]))
     ref = fit_stacked(*fit_on, list(ckpt.feature_dims), tuple(e.stacked_widths), e.stacked_c,
                       params.train.threshold_metric)
     print(f"evaluate: fitting the boosted reference on {len(wins['train'].movie_ids)} train movies", flush=True)
@@ -57,4 +62,4 @@ def main(args, params) -> None:
 
 
 if __name__ == "__main__":
-    run(main, stage_args(__doc__, ["movies", "split", "windows", "model", "metrics", "per_movie", "plots", "figures"]))
+    run(main, stage_args(__doc__, ["movies", "split", "windows", "features", "model", "metrics", "per_movie", "plots", "figures"]))

@@ -33,7 +33,8 @@ def main(args, params) -> None:
     print(f"train: model {t.model}, device {device.type if procs else device}{procs} "
           f"({threads or torch.get_num_threads()} CPU threads{' each' if procs else ''})")
     wins = {n: load_windows(Path(args.windows) / f"{n}.npz") for n in ("train", "val", "test")}
-    data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, params.featurize.shot_num)
+    data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, params.featurize.shot_num,
+                     Path(args.features))
 
     live = Live(args.plots, dvcyaml=False, save_dvc_exp=False, report=None, resume=False)
 
@@ -82,4 +83,4 @@ def main(args, params) -> None:
 
 
 if __name__ == "__main__":
-    run(main, stage_args(__doc__, ["movies", "split", "windows", "model", "metrics", "plots"]))
+    run(main, stage_args(__doc__, ["movies", "split", "windows", "features", "model", "metrics", "plots"]))

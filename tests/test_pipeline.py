@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` on tiny synthetic data, in a temporary git repo."""
 
+import ast
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -72,6 +74,18 @@ def test_dvc_repro_end_to_end(project):
         assert 0.0 <= ev[ref]["threshold"] <= 1.0
     assert json.loads((project / "plots/eval/pr_boosted.json").read_text())[0].keys() == {"recall", "precision"}
     assert tr["model"] == "simseq"
+    # the features stage's output: what the model reads, equal to the features computed on the fly
+    from sceneseg.featurecache import FeatureSpec, attach, similarity
+    from sceneseg.movies import load_movies
+    from sceneseg.simfeatures import transition_features
+    p = tiny_params()["simseq"]
+    spec = FeatureSpec(tuple(p["modalities"]), tuple(p["widths"]), tuple(p["cross_widths"]))
+    movies = load_movies(project / "data/movies")
+    assert sorted(f.stem for f in (project / "data/features").glob("tt*.npy")) == sorted(m.imdb_id for m in movies)
+    for m, cached in zip(movies, attach(movies, project / "data/features")):
+        direct = transition_features({k: m.features[k] for k in spec.modalities}, spec.widths, spec.cross_widths)
+        np.testing.assert_array_equal(np.load(project / "data/features" / f"{m.imdb_id}.npy"), direct)
+        assert similarity(cached, spec) is not None and np.array_equal(similarity(cached, spec), direct)
     # a second repro does nothing
     again = sh(["dvc", "repro"], project)
     assert "Running stage" not in again.stdout
@@ -81,11 +95,62 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
     sh(["dvc", "repro"], project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], project)
-    r = sh(["dvc", "exp", "run", "-S", "train.lr=0.001"], project)
+    # the features are computed once: a learning rate (shared or the model's own) reruns only train and evaluate
+    r = sh(["dvc", "exp", "run", "-S", "train.lr=0.001", "-S", "simseq.lr=0.003"], project)
     ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"train", "evaluate"}, r.stdout
     show = sh(["dvc", "exp", "show", "--json"], project)
     assert "0.001" in show.stdout
+    # a width the features read makes them stale, and with them train
+    sh(["git", "checkout", "params.yaml"], project)
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["simseq"]["widths"] = [1, 2, 4]
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    dry = sh(["dvc", "repro", "--dry"], project)
+    ran = {line.split("'")[1] for line in dry.stdout.splitlines() if line.startswith("Running stage")}
+    # (evaluate follows once train has written a new model: a dry run cannot know that it will)
+    assert ran >= {"features", "train"} and not ran & {"download", "split", "featurize"}, dry.stdout
+    sh(["git", "checkout", "params.yaml"], project)
+
+
+def _sceneseg_imports(path: Path) -> set[Path]:
+    """The sceneseg modules a file imports anywhere (functions included), as files."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module, *(f"{node.module}.{a.name}" for a in node.names)] \
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+        for n in names:
+            for f in (ROOT / f"{n.replace('.', '/')}.py", ROOT / n.replace(".", "/") / "__init__.py"):
+                if n.startswith("sceneseg.") and f.is_file():
+                    found.add(f)
+    return found
+
+
+@pytest.mark.parametrize("stage", ["features", "train", "evaluate"])
+def test_stage_deps_name_every_module_the_stage_imports(stage):
+    """A change to any module a stage runs reruns it: dvc.yaml's deps hold the stage's import closure,
+    and the features stage's hold nothing else. (sceneseg.config imports the models' params registry on
+    use, to check params; like the data stages, the features stage does not rerun when a model changes.)"""
+    st = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    script = ROOT / st["cmd"].split()[1]
+    registry = ROOT / "sceneseg/models"
+    need, todo = {script}, [script]
+    while todo:
+        f = todo.pop()
+        for g in _sceneseg_imports(f) - need:
+            if f.name == "config.py" and registry in g.parents:
+                continue
+            need.add(g)
+            todo.append(g)
+    deps = set()
+    for d in st["deps"]:
+        p = ROOT / d
+        deps |= set(p.rglob("*.py")) if p.is_dir() else {p}
+    missing = sorted(str(f.relative_to(ROOT)) for f in need - deps)
+    assert not missing, f"dvc.yaml stage {stage} lacks deps {missing}"
+    if stage == "features":
+        assert {f for f in deps if f.suffix == ".py"} == need
 
 
 def test_models_are_a_choice_and_read_only_their_own_keys(project):

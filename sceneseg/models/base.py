@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sceneseg.config import check_choice
+from sceneseg.featurecache import attach
 from sceneseg.movies import MODALITIES, Movie, load_movies
 from sceneseg.resume import ResumeStore
 from sceneseg.windows import Windows, transition_index
@@ -28,7 +29,8 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 @dataclass
 class TrainData:
-    """What the train stage hands to a model: the converted movies, the split and featurize's windows.
+    """What the train stage hands to a model: the converted movies, the split, featurize's windows and
+    the features stage's similarity features.
 
     The windows define validation for every model: with ``split.val_by: window`` the validation
     transitions are those the val windows own (inside the train movies), otherwise whole movies.
@@ -38,6 +40,7 @@ class TrainData:
     split: dict[str, list[str]]
     windows: dict[str, Windows]  # "train" / "val" / "test"
     shot_num: int
+    features_dir: Path | None = None  # the features stage's output, attached to the movies (sceneseg.featurecache)
     _movies: dict[str, Movie] = field(default_factory=dict, repr=False)
 
     def movies(self, name: str) -> list[Movie]:
@@ -45,7 +48,7 @@ class TrainData:
         ids = self.windows[name].movie_ids
         todo = [i for i in ids if i not in self._movies]
         if todo:
-            self._movies.update({m.imdb_id: m for m in load_movies(self.movies_dir, todo)})
+            self._movies.update({m.imdb_id: m for m in attach(load_movies(self.movies_dir, todo), self.features_dir)})
         return [self._movies[i] for i in ids]
 
     def owned(self, name: str) -> dict[str, np.ndarray]:
@@ -103,7 +106,7 @@ def train_data_parallel(train_fn: Callable, data: TrainData, p, common, device: 
     travels to the processes, only the trained model comes back."""
     from sceneseg.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
 
-    fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
+    fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num, data.features_dir)
     nodes = nodes_from_env()
     threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size // nodes, available_cores())
     if nodes > 1:  # each machine has its own cache: ranks could resume from different epochs

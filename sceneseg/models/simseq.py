@@ -37,7 +37,8 @@ from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_wei
 from sceneseg.movies import Movie
 from sceneseg.models.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
-from sceneseg.simfeatures import transition_features, zscore_columns
+from sceneseg.featurecache import FeatureSpec, similarity
+from sceneseg.simfeatures import zscore_columns
 from sceneseg.train import seed_everything
 
 
@@ -85,11 +86,15 @@ def tree_inputs(x: Tensor, cfg: dict) -> Tensor:
     return torch.cat(cols + [shipped[:, None]], 1)
 
 
+def feature_spec(cfg: dict) -> FeatureSpec:
+    """The similarity features the model reads (the features stage computes them with simseq's params)."""
+    return FeatureSpec(tuple(cfg["feature_dims"]), tuple(cfg["widths"]), tuple(cfg["cross_widths"]))
+
+
 def movie_features(movie: Movie, cfg: dict, with_shipped: bool) -> np.ndarray:
     """[N-1, F] float32: similarity features of every transition, raw and z-scored within the movie,
     then the shipped prediction and its flag (both 0 when absent or not used)."""
-    f = transition_features({m: movie.features[m] for m in cfg["feature_dims"]}, tuple(cfg["widths"]),
-                            tuple(cfg["cross_widths"]))  # [T, F0]
+    f = similarity(movie, feature_spec(cfg))  # [T, F0]: the features stage's when it computed them
     shipped = np.zeros((f.shape[0], 2))
     if with_shipped and cfg["use_shipped"] and movie.baseline is not None:
         p = np.clip(np.asarray(movie.baseline, dtype=np.float64), 1e-4, 1 - 1e-4)

@@ -1,0 +1,23 @@
+"""Stage features: the default model's similarity features of every movie (window cosines and
+cross matches per modality, sceneseg.simfeatures), computed once per movie set and feature params,
+so train and evaluate read them instead of computing them in every experiment."""
+
+import time
+from pathlib import Path
+
+from sceneseg.featurecache import FeatureSpec, write_features
+from sceneseg.stage import run, stage_args, writing
+
+
+def main(args, params) -> None:
+    p = params.models["simseq"]
+    spec = FeatureSpec(tuple(p.modalities), tuple(p.widths), tuple(p.cross_widths))
+    t0 = time.perf_counter()
+    with writing(args.out):
+        n = write_features(Path(args.movies), Path(args.out), spec)
+    print(f"features: {n} transitions x {spec.n_columns} features (modalities {list(spec.modalities)}, widths "
+          f"{list(spec.widths)}, cross widths {list(spec.cross_widths)}) in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    run(main, stage_args(__doc__, ["movies", "out"]))

@@ -1,0 +1,85 @@
+"""The features stage's cache (sceneseg.featurecache): what it writes, that attached features are the
+ones computed on the fly, that other widths are computed, and that bad or missing files name themselves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sceneseg.featurecache as fc
+from conftest import tiny_movie
+from sceneseg.featurecache import FeatureSpec, attach, read_spec, similarity, write_features
+from sceneseg.movies import load_movies, save_movie, write_index
+from sceneseg.simfeatures import transition_features
+
+SPEC = FeatureSpec(("place", "cast"), (1, 2, 4), (2,))
+
+
+@pytest.fixture
+def movies_dir(tmp_path):
+    root = tmp_path / "movies"
+    movies = [tiny_movie("tt0000002", 30, 2), tiny_movie("tt0000001", 12, 1), tiny_movie("tt0000003", 2, 3)]
+    for m in movies:
+        save_movie(m, root)
+    write_index(root, movies)
+    return root
+
+
+def test_written_features_are_the_ones_computed_on_the_fly(movies_dir, tmp_path):
+    out = tmp_path / "features"
+    assert write_features(movies_dir, out, SPEC, show_progress=False) == 29 + 11 + 1
+    assert sorted(p.name for p in out.iterdir()) == ["spec.json", "tt0000001.npy", "tt0000002.npy", "tt0000003.npy"]
+    assert json.loads((out / "spec.json").read_text()) == {"modalities": ["place", "cast"], "widths": [1, 2, 4],
+                                                           "cross_widths": [2]}
+    assert read_spec(out) == SPEC and SPEC.n_columns == 2 * (2 * 3 + 1)
+    movies = load_movies(movies_dir)
+    for plain, cached in zip(movies, attach(movies, out)):
+        direct = transition_features({k: plain.features[k] for k in SPEC.modalities}, SPEC.widths, SPEC.cross_widths)
+        assert direct.shape == (plain.n_shots - 1, 14)
+        got = similarity(cached, SPEC)
+        assert isinstance(got, np.memmap)  # read from the stage's file, not computed again
+        np.testing.assert_array_equal(got, direct)
+        np.testing.assert_array_equal(similarity(plain, SPEC), direct)  # nothing attached: computed
+        other = FeatureSpec(("place", "cast"), (1, 2), (2,))  # other widths (the boosted reference's): computed
+        np.testing.assert_array_equal(similarity(cached, other), transition_features(
+            {k: plain.features[k] for k in other.modalities}, other.widths, other.cross_widths))
+    assert attach(movies, None) is movies
+
+
+def test_a_failed_write_leaves_nothing(movies_dir, tmp_path, monkeypatch):
+    out = tmp_path / "features"
+    write_features(movies_dir, out, SPEC, show_progress=False)
+    calls = []
+
+    def failing(movie, spec):
+        calls.append(movie.imdb_id)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return transition_features({k: movie.features[k] for k in spec.modalities}, spec.widths, spec.cross_widths)
+
+    monkeypatch.setattr(fc, "similarity", failing)
+    with pytest.raises(OSError):
+        write_features(movies_dir, out, FeatureSpec(("place",), (1,), (2,)), show_progress=False)
+    assert read_spec(out) == SPEC  # the previous output is untouched, no temp folder is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "movies"]
+
+
+def test_missing_or_stale_cache_names_the_file(movies_dir, tmp_path):
+    out = tmp_path / "features"
+    movies = load_movies(movies_dir)
+    with pytest.raises(ValueError, match=r"^.*features/spec.json: expected the spec of the cached features \(run the "
+                                         r"features stage\), found nothing$"):
+        attach(movies, out)
+    write_features(movies_dir, out, SPEC, show_progress=False)
+    (out / "tt0000001.npy").unlink()
+    with pytest.raises(ValueError, match=r"tt0000001.npy: expected the cached features of movie tt0000001"):
+        attach(movies, out)
+    np.save(out / "tt0000001.npy", np.zeros((10, 14)))
+    with pytest.raises(ValueError, match=r"tt0000001.npy: expected float64 \[11, 14\] for 12 shots, found float64 "
+                                         r"\[10, 14\] \(rerun the features stage\)$"):
+        attach(movies, out)
+    (out / "spec.json").write_text('{"modalities": ["place"]}')
+    with pytest.raises(ValueError, match=r"spec.json: expected modalities, widths and cross_widths"):
+        attach(movies, out)
