@@ -36,14 +36,15 @@ class FeatureSpec:
     modalities: tuple[str, ...]
     widths: tuple[int, ...]
     cross_widths: tuple[int, ...]
+    match_widths: tuple[int, ...] = ()
 
     @property
     def n_columns(self) -> int:
-        return len(self.modalities) * (2 * len(self.widths) + len(self.cross_widths))
+        return len(self.modalities) * (2 * len(self.widths) + len(self.cross_widths) + 2 * len(self.match_widths))
 
     def to_json(self) -> dict:
         return {"modalities": list(self.modalities), "widths": list(self.widths),
-                "cross_widths": list(self.cross_widths)}
+                "cross_widths": list(self.cross_widths), "match_widths": list(self.match_widths)}
 
 
 def similarity(movie: Movie, spec: FeatureSpec) -> np.ndarray:
@@ -52,7 +53,8 @@ def similarity(movie: Movie, spec: FeatureSpec) -> np.ndarray:
     cached = movie.extra.get(_KEY)
     if cached is not None and cached[0] == spec:
         return cached[1]
-    return transition_features({m: movie.features[m] for m in spec.modalities}, spec.widths, spec.cross_widths)
+    return transition_features({m: movie.features[m] for m in spec.modalities}, spec.widths, spec.cross_widths,
+                               spec.match_widths)
 
 
 def write_features(movies_dir: Path, out: Path, spec: FeatureSpec, show_progress: bool = True) -> int:
@@ -76,7 +78,8 @@ def read_spec(features_dir: Path) -> FeatureSpec:
     try:
         doc = json.loads(f.read_text())
         return FeatureSpec(tuple(doc["modalities"]), tuple(int(k) for k in doc["widths"]),
-                           tuple(int(k) for k in doc["cross_widths"]))
+                           tuple(int(k) for k in doc["cross_widths"]),
+                           tuple(int(k) for k in doc.get("match_widths", [])))
     except FileNotFoundError:
         raise ValueError(f"{f}: expected the spec of the cached features (run the features stage), "
                          f"found nothing") from None

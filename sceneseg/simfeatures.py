@@ -7,7 +7,11 @@ t+1) gets, for each width k:
   (t-k+1 .. t) and the k shots after (t+1 .. t+k), clipped at the movie's edges;
 - ``cross_k``: the highest cosine between any shot before and any shot after within k shots:
   a scene filmed from alternating camera set-ups (shot / reverse shot) keeps a high value
-  across its cuts, a new scene does not.
+  across its cuts, a new scene does not;
+- ``match_k`` (two columns): each of the k shots after the cut takes its best cosine with one of
+  the k shots before, and these are averaged; then the same from the shots before. Where
+  ``cross_k`` asks whether *some* pair matches (one coincidence is enough), ``match_k`` asks
+  how many shots find a partner across the cut: within a scene most do, across a boundary few.
 
 Cosines do not change when a movie's features are scaled, so a model reading them transfers
 between feature extractors and movies whose features differ in scale. ``centered`` features
@@ -191,6 +195,31 @@ def _cross_from_band(g: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def _match_from_band(g: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """``match_k`` [N-1, 2 len(widths)] (per width: after, before) from the band of cosines ``g``
+    [N, S >= 2 max(widths)]: the pair (shot t - a, shot t + 1 + b) is ``g[t - a, a + b + 1]``."""
+    n = len(g)
+    t = np.arange(n - 1)[:, None, None]
+    out = np.empty((n - 1, 2 * len(widths)))
+    for j, k in enumerate(widths):
+        a, b = np.arange(k)[None, :, None], np.arange(k)[None, None, :]  # before t - a, after t + 1 + b
+        i = t - a  # [T, k, 1]
+        ok_i, ok_j = i >= 0, t + 1 + b < n  # [T, k, 1], [T, 1, k]
+        pair = np.where(ok_i & ok_j, g[np.maximum(i, 0), a + b + 1], -np.inf)  # [T, k, k]
+        n_i, n_j = ok_i.sum(1)[:, 0], ok_j.sum(2)[:, 0]  # shots that exist before / after
+        out[:, 2 * j] = np.where(ok_j[:, 0], pair.max(1), 0.0).sum(1) / n_j  # after-shots' best partner
+        out[:, 2 * j + 1] = np.where(ok_i[..., 0], pair.max(2), 0.0).sum(1) / n_i
+    return out
+
+
+def match_means(u: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """``match_k`` for each width: [N, D] unit rows -> [N-1, 2 len(widths)] (after, before per width)."""
+    u = np.asarray(u, dtype=np.float64)
+    if len(u) < 2:
+        return np.zeros((0, 2 * len(widths)))
+    return _match_from_band(_band(u, 2 * max(widths))[0], tuple(widths))
+
+
 def window_cosines(u: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
     """``cos_k`` for each width: [N, D] unit rows -> [N-1, len(widths)]."""
     u = np.asarray(u, dtype=np.float64)
@@ -208,19 +237,21 @@ def cross_max(u: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
     return _cross_from_band(_band(u, 2 * max(widths))[0], tuple(widths))
 
 
-def modality_features(x: np.ndarray, widths: tuple[int, ...], cross_widths: tuple[int, ...]) -> np.ndarray:
-    """[N-1, 2 len(widths) + len(cross_widths)] of one modality's shots ``x`` [N, D]: ``cos_k`` of the raw
-    shots, ``cos_k`` of the centred shots, ``cross_k`` of the centred shots; equal to
-    ``window_cosines(unit_rows(x, False))``, ``window_cosines(unit_rows(x, True))`` and
-    ``cross_max(unit_rows(x, True))`` (to about 1e-12), from one band of products of the centred shots."""
-    widths, cross_widths = tuple(widths), tuple(cross_widths)
+def modality_features(x: np.ndarray, widths: tuple[int, ...], cross_widths: tuple[int, ...],
+                      match_widths: tuple[int, ...] = ()) -> np.ndarray:
+    """[N-1, 2 len(widths) + len(cross_widths) + 2 len(match_widths)] of one modality's shots ``x`` [N, D]:
+    ``cos_k`` of the raw shots, ``cos_k`` of the centred shots, ``cross_k`` and ``match_k`` of the centred
+    shots; equal to ``window_cosines(unit_rows(x, False))``, ``window_cosines(unit_rows(x, True))``,
+    ``cross_max(unit_rows(x, True))`` and ``match_means(unit_rows(x, True))`` (to about 1e-12), from one
+    band of products of the centred shots."""
+    widths, cross_widths, match_widths = tuple(widths), tuple(cross_widths), tuple(match_widths)
     x = np.asarray(x)
     n = len(x)
     if n < 2:
-        return np.zeros((0, 2 * len(widths) + len(cross_widths)))
+        return np.zeros((0, 2 * len(widths) + len(cross_widths) + 2 * len(match_widths)))
     keep = (x != 0).any(1)  # all-zero shots stay zero, centred or not
     mean = x.sum(0, dtype=np.float64) / max(int(keep.sum()), 1)  # the mean non-zero shot
-    span = 2 * max(max(widths), max(cross_widths))
+    span = 2 * max(max(widths), max(cross_widths), max(match_widths, default=1))
     cen, sq, proj = _band(x, span, mean, keep)  # c_i . c_{i+d}; |x_i|^2; c_i . mean
     j, inside = _partner(n, span)
     both = keep[:, None] & keep[j] & inside
@@ -246,14 +277,15 @@ def modality_features(x: np.ndarray, widths: tuple[int, ...], cross_widths: tupl
 
     return np.concatenate([_window_cosines(raw_cos, widths, raw_rows, sq > 0),
                            _window_cosines(cen_cos, widths, cen_rows, cen[:, 0] > 0),
-                           _cross_from_band(cen_cos, cross_widths)], 1)
+                           _cross_from_band(cen_cos, cross_widths)]
+                          + ([_match_from_band(cen_cos, match_widths)] if match_widths else []), 1)
 
 
 def transition_features(features: dict[str, np.ndarray], widths: tuple[int, ...],
-                        cross_widths: tuple[int, ...]) -> np.ndarray:
+                        cross_widths: tuple[int, ...], match_widths: tuple[int, ...] = ()) -> np.ndarray:
     """[N-1, F]: per modality (in the dict's order), ``cos_k`` of the raw shots, ``cos_k`` of the
-    centred shots and ``cross_k`` of the centred shots (:func:`modality_features`)."""
-    return np.concatenate([modality_features(x, widths, cross_widths) for x in features.values()], 1)
+    centred shots, ``cross_k`` and ``match_k`` of the centred shots (:func:`modality_features`)."""
+    return np.concatenate([modality_features(x, widths, cross_widths, match_widths) for x in features.values()], 1)
 
 
 def with_context(f: np.ndarray, k: int) -> np.ndarray:

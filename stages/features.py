@@ -11,12 +11,13 @@ from sceneseg.stage import run, stage_args, writing
 
 def main(args, params) -> None:
     p = params.models["simseq"]
-    spec = FeatureSpec(tuple(p.modalities), tuple(p.widths), tuple(p.cross_widths))
+    spec = FeatureSpec(tuple(p.modalities), tuple(p.widths), tuple(p.cross_widths), tuple(p.match_widths))
     t0 = time.perf_counter()
     with writing(args.out):
         n = write_features(Path(args.movies), Path(args.out), spec)
     print(f"features: {n} transitions x {spec.n_columns} features (modalities {list(spec.modalities)}, widths "
-          f"{list(spec.widths)}, cross widths {list(spec.cross_widths)}) in {time.perf_counter() - t0:.1f} s")
+          f"{list(spec.widths)}, cross widths {list(spec.cross_widths)}, match widths {list(spec.match_widths)}) in "
+          f"{time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from sceneseg.featurecache import FeatureSpec, attach, read_spec, similarity, wr
 from sceneseg.movies import load_movies, save_movie, write_index
 from sceneseg.simfeatures import transition_features
 
-SPEC = FeatureSpec(("place", "cast"), (1, 2, 4), (2,))
+SPEC = FeatureSpec(("place", "cast"), (1, 2, 4), (2,), (2,))
 
 
 @pytest.fixture
@@ -32,12 +32,13 @@ def test_written_features_are_the_ones_computed_on_the_fly(movies_dir, tmp_path)
     assert write_features(movies_dir, out, SPEC, show_progress=False) == 29 + 11 + 1
     assert sorted(p.name for p in out.iterdir()) == ["spec.json", "tt0000001.npy", "tt0000002.npy", "tt0000003.npy"]
     assert json.loads((out / "spec.json").read_text()) == {"modalities": ["place", "cast"], "widths": [1, 2, 4],
-                                                           "cross_widths": [2]}
-    assert read_spec(out) == SPEC and SPEC.n_columns == 2 * (2 * 3 + 1)
+                                                           "cross_widths": [2], "match_widths": [2]}
+    assert read_spec(out) == SPEC and SPEC.n_columns == 2 * (2 * 3 + 1 + 2 * 1)
     movies = load_movies(movies_dir)
     for plain, cached in zip(movies, attach(movies, out)):
-        direct = transition_features({k: plain.features[k] for k in SPEC.modalities}, SPEC.widths, SPEC.cross_widths)
-        assert direct.shape == (plain.n_shots - 1, 14)
+        direct = transition_features({k: plain.features[k] for k in SPEC.modalities}, SPEC.widths, SPEC.cross_widths,
+                                     SPEC.match_widths)
+        assert direct.shape == (plain.n_shots - 1, 18)
         got = similarity(cached, SPEC)
         assert isinstance(got, np.memmap)  # read from the stage's file, not computed again
         np.testing.assert_array_equal(got, direct)
@@ -76,9 +77,9 @@ def test_missing_or_stale_cache_names_the_file(movies_dir, tmp_path):
     (out / "tt0000001.npy").unlink()
     with pytest.raises(ValueError, match=r"tt0000001.npy: expected the cached features of movie tt0000001"):
         attach(movies, out)
-    np.save(out / "tt0000001.npy", np.zeros((10, 14)))
-    with pytest.raises(ValueError, match=r"tt0000001.npy: expected float64 \[11, 14\] for 12 shots, found float64 "
-                                         r"\[10, 14\] \(rerun the features stage\)$"):
+    np.save(out / "tt0000001.npy", np.zeros((10, 18)))
+    with pytest.raises(ValueError, match=r"tt0000001.npy: expected float64 \[11, 18\] for 12 shots, found float64 "
+                                         r"\[10, 18\] \(rerun the features stage\)$"):
         attach(movies, out)
     (out / "spec.json").write_text('{"modalities": ["place"]}')
     with pytest.raises(ValueError, match=r"spec.json: expected modalities, widths and cross_widths"):

@@ -13,8 +13,8 @@ from sklearn.preprocessing import StandardScaler
 from conftest import tiny_movie
 from sceneseg.metrics import choose_threshold
 from sceneseg.movies import Movie
-from sceneseg.simfeatures import (CANCEL, _band, _window_terms, cross_max, modality_features, transition_features,
-                                  unit_rows, window_cosines, zscore_columns)
+from sceneseg.simfeatures import (CANCEL, _band, _window_terms, cross_max, match_means, modality_features,
+                                  transition_features, unit_rows, window_cosines, zscore_columns)
 from sceneseg.stacked import features, fit_stacked
 
 MODS = ["place", "cast"]
@@ -83,10 +83,11 @@ def test_cross_max_sees_the_alternating_set_up():
     np.testing.assert_array_equal(cross[:, 1], [1, 1, 1, 0, 1, 1, 1])  # only the scene cut (t=3) stays low
 
 
-def definition(x, widths, cross_widths):
+def definition(x, widths, cross_widths, match_widths=()):
     """One modality's features by their definition, one transition at a time: unit rows of the raw and
     the centred shots (centred on the mean non-zero shot, zero shots stay zero), cosines of the window
-    sums clipped at the movie's edges, the best cosine of a centred pair across the cut."""
+    sums clipped at the movie's edges, the best cosine of a centred pair across the cut, and the mean
+    over the shots on one side of their best cosine with a shot on the other side."""
     x = np.asarray(x, dtype=np.float64)
     n, dim = x.shape
     nonzero = [bool(np.any(r != 0)) for r in x]
@@ -108,11 +109,16 @@ def definition(x, widths, cross_widths):
                 row.append(b @ a / norms if norms > 1e-8 else 0.0)
         for k in cross_widths:
             row.append(max(cen[i] @ cen[j] for i in range(max(0, t - k + 1), t + 1) for j in range(t + 1, min(n, t + 1 + k))))
+        for k in match_widths:
+            before, after = range(max(0, t - k + 1), t + 1), range(t + 1, min(n, t + 1 + k))
+            row.append(np.mean([max(cen[i] @ cen[j] for i in before) for j in after]))
+            row.append(np.mean([max(cen[i] @ cen[j] for j in after) for i in before]))
         out.append(row)
-    return np.array(out).reshape(n - 1, 2 * len(widths) + len(cross_widths))
+    return np.array(out).reshape(n - 1, 2 * len(widths) + len(cross_widths) + 2 * len(match_widths))
 
 
 WIDTHS, CROSS = (1, 2, 4, 8, 16, 32, 64), (2, 4, 8, 16, 32)  # simseq's defaults
+MATCH = (2, 4, 8, 16)
 
 
 def _movie(kind, n, dim, seed):
@@ -143,6 +149,24 @@ def test_features_equal_the_definition(kind, n):
     np.testing.assert_allclose(got, definition(x, WIDTHS, CROSS), rtol=0, atol=1e-6)
     other = modality_features(x, (3, 1, 12), (5, 1, 3))  # widths that are not powers of 2, in any order
     np.testing.assert_allclose(other, definition(x, (3, 1, 12), (5, 1, 3)), rtol=0, atol=1e-6)
+    match = modality_features(x, (1, 4), (2,), MATCH)
+    assert match.shape == (n - 1, 2 * 2 + 1 + 2 * len(MATCH))
+    np.testing.assert_allclose(match, definition(x, (1, 4), (2,), MATCH), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(match_means(unit_rows(x, center=True), MATCH), match[:, 5:], rtol=0, atol=1e-6)
+
+
+def test_match_by_hand():
+    """Two set-ups A, B alternating in scene 1 (A B A B), a new one C in scene 2 (C C): at the cut between
+    the scenes (t = 3) no shot after finds a partner before, while inside scene 1 (t = 1) every shot does."""
+    a, b, c = np.eye(3)
+    x = np.stack([a, b, a, b, c, c]) + 1.0  # an offset shared by every shot: centring removes it
+    m = match_means(unit_rows(x, center=True), (2,))  # [5, 2]: after, before
+    ca = unit_rows(x, center=True)
+    cos = lambda i, j: float(ca[i] @ ca[j])
+    assert m[1, 0] == pytest.approx(np.mean([max(cos(0, 2), cos(1, 2)), max(cos(0, 3), cos(1, 3))]))
+    assert m[1, 0] == pytest.approx(1.0)  # shots 2, 3 repeat shots 0, 1
+    assert m[3, 0] == pytest.approx(cos(3, 4)) and m[3, 0] < 0  # C matches neither A nor B
+    assert m[3, 1] == pytest.approx(np.mean([max(cos(2, 4), cos(2, 5)), max(cos(3, 4), cos(3, 5))]))
 
 
 def test_features_of_every_modality_and_of_one_shot():

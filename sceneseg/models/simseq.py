@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,19 +59,20 @@ class SimSeqParams:
     warmup_epochs: int
     class_weights: list[float]
     patience: int  # stop after this many epochs without a better validation AP; 0 = never
+    match_widths: list[int] = field(default_factory=list)  # k of the mean best match across the cut
     tree_iters: int = 300  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
     tree_lr: float = 0.1
     tree_context: int = 2  # the trees read the features of this many neighbouring transitions on each side
 
 
-def n_features(cfg: dict) -> int:
-    per_modality = 2 * len(cfg["widths"]) + len(cfg["cross_widths"])
-    return 2 * per_modality * len(cfg["feature_dims"]) + 2
-
-
 def n_base(cfg: dict) -> int:
     """Similarity columns per transition (before the z-scored copies and the shipped pair)."""
-    return (2 * len(cfg["widths"]) + len(cfg["cross_widths"])) * len(cfg["feature_dims"])
+    per_modality = 2 * len(cfg["widths"]) + len(cfg["cross_widths"]) + 2 * len(cfg.get("match_widths", ()))
+    return per_modality * len(cfg["feature_dims"])
+
+
+def n_features(cfg: dict) -> int:
+    return 2 * n_base(cfg) + 2
 
 
 def tree_inputs(x: Tensor, cfg: dict) -> Tensor:
@@ -88,7 +89,8 @@ def tree_inputs(x: Tensor, cfg: dict) -> Tensor:
 
 def feature_spec(cfg: dict) -> FeatureSpec:
     """The similarity features the model reads (the features stage computes them with simseq's params)."""
-    return FeatureSpec(tuple(cfg["feature_dims"]), tuple(cfg["widths"]), tuple(cfg["cross_widths"]))
+    return FeatureSpec(tuple(cfg["feature_dims"]), tuple(cfg["widths"]), tuple(cfg["cross_widths"]),
+                       tuple(cfg.get("match_widths", ())))
 
 
 def movie_features(movie: Movie, cfg: dict, with_shipped: bool) -> np.ndarray:
@@ -280,9 +282,10 @@ class SimSeqKind(ModelKind):
     @staticmethod
     def validate_params(p: SimSeqParams, section: str) -> None:
         check_modalities(f"{section}.modalities", p.modalities)
-        for key in ("widths", "cross_widths"):
+        for key in ("widths", "cross_widths", "match_widths"):
             ks = getattr(p, key)
-            if not ks or len(set(ks)) != len(ks) or min(ks) < 1 or max(ks) > 256:
+            if (not ks and key != "match_widths") or len(set(ks)) != len(ks) or min(ks, default=1) < 1 \
+                    or max(ks, default=1) > 256:
                 raise ValueError(f"params key '{section}.{key}': expected distinct widths in [1, 256], found {ks}")
         check_range(f"{section}.shipped_dropout", p.shipped_dropout, 0, 1)
         check_range(f"{section}.hidden", p.hidden, 1, 4096)
@@ -341,7 +344,7 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     train_movies = data.movies("train")
     dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
     cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
-           "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
+           "match_widths": list(p.match_widths), "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
     whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     tr = _Set(train_movies, data.owned("train"), cfg, device)
     # window protocol: the val transitions lie in the train movies, whose features are computed once
