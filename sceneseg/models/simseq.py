@@ -34,7 +34,7 @@ from sceneseg.metrics import choose_threshold
 from sceneseg.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
-from sceneseg.movies import Movie
+from sceneseg.movies import Movie, missing_shipped
 from sceneseg.models.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
 from sceneseg.simfeatures import transition_features, zscore_columns
@@ -335,8 +335,11 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     t0 = time.perf_counter()
     train_movies = data.movies("train")
     dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
+    absent = missing_shipped(train_movies + data.movies("val") + data.movies("test"))
+    if p.use_shipped and absent:  # read only when every movie has it: all movies are read alike
+        print(f"train: {absent}: simseq reads the features alone")
     cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
-           "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
+           "use_shipped": p.use_shipped and not absent, "hidden": p.hidden, "dropout": p.dropout}
     whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     tr = _Set(train_movies, data.owned("train"), cfg, device)
     # window protocol: the val transitions lie in the train movies, whose features are computed once
