@@ -330,7 +330,7 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     batch's length; the weighted loss is divided by the whole batch's weight sum and gradients are
     summed over the ranks, so a step is the one-process step (exactly so with ``dropout: 0``; the
     dropout masks come from each rank's own generator). Validation runs on every rank (the
-    same weights, the same early stop); rank 0 saves the resume state.
+    same weights, the same early stop); rank 0 saves the resume state, with every rank's generators.
     """
     t0 = time.perf_counter()
     train_movies = data.movies("train")
@@ -372,7 +372,7 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     train_loss, val_loss, val_ap = [], [], []
     best_state, best_epoch = None, 0
     start, objects, generators = 0, {"net": net, "optimizer": opt, "schedule": sched}, {"crops": rng}
-    if resume and (done := resume.restore(objects, generators, common.epochs)):
+    if resume and (done := resume.restore(objects, generators, common.epochs, dist)):
         h = done.history
         train_loss, val_loss, val_ap, best_state, best_epoch = (h[k] for k in (
             "train_loss", "val_loss", "val_ap", "best_state", "best_epoch"))
@@ -427,11 +427,11 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
         if on_epoch:
             on_epoch(epoch + 1, {"train": train_loss[-1], "val": vl, "val_ap": ap})
         stop = bool(p.patience) and epoch + 1 - best_epoch >= p.patience
-        if resume and (dist is None or dist.rank == 0):
+        if resume:  # every rank: each one's generators are saved
             resume.save(epoch + 1, objects, generators, {
                 "train_loss": train_loss, "val_loss": val_loss, "val_ap": val_ap, "best_state": best_state,
                 "best_epoch": best_epoch, "seconds": time.perf_counter() - t0},
-                last=stop or epoch + 1 == common.epochs)
+                last=stop or epoch + 1 == common.epochs, dist=dist)
         if stop:
             bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
             break
