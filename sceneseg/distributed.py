@@ -140,6 +140,12 @@ class Dist:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def gather(self, obj: object) -> list | None:
+        """Every rank's ``obj`` (picklable), in rank order, on rank 0; None on the other ranks."""
+        out = [None] * self.world_size if self.rank == 0 else None
+        torch.distributed.gather_object(obj, out, dst=0)
+        return out
+
     def sum_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Replace every gradient by its sum over the ranks, in one all-reduce of a flat buffer
         (a parameter without a gradient on this rank, e.g. its shard was empty, counts as zero)."""

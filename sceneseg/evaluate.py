@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 from sceneseg import metrics, plots
-from sceneseg.movies import Movie
+from sceneseg.movies import Movie, missing_shipped
 
 PR_SYSTEMS = ("model", "boosted", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
 
@@ -19,7 +19,8 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     """Eluvio metrics of the model (at 0.5 and at its validation threshold), the fitted references
     (name -> ``(probabilities, its validation threshold)``: boosted, stacked), the shipped predictions and a chance-level
     predictor (random boundaries at ``chance_rate``, the training movies' boundary rate), all on
-    the same movies with the same code.
+    the same movies with the same code. When a test movie has no shipped prediction, the
+    ``shipped`` row is ``{"absent": "<which movies lack it>"}``.
 
     Returns (summary metrics, per-movie metrics, probabilities per system).
     """
@@ -30,7 +31,8 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     thresholds = {"model": 0.5}
     for name, (prob, thr) in (references or {}).items():
         systems[name], thresholds[name] = prob, thr
-    if all(m.baseline is not None for m in movies):
+    absent = missing_shipped(movies, "test movies")
+    if not absent:
         systems["shipped"] = {m.imdb_id: np.asarray(m.baseline, dtype=np.float64) for m in movies}
     systems["chance"] = metrics.chance_predictions(gt, chance_seed, rate=chance_rate)
     summary, per_movie = {}, {}
@@ -43,6 +45,8 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
         per_movie[name] = {"AP": res["AP_dict"], "Miou": res["Miou_dict"]}
     tuned = metrics.evaluate(gt, model_prob, ends, threshold=threshold, fps=fps, window_s=window_s)
     summary["model_tuned"] = {"threshold": float(threshold), **{k: float(tuned[k]) for k in scalars[2:]}}
+    if absent:  # scored on some test movies only it would not compare with the other rows
+        summary["shipped"] = {"absent": absent}
     per_movie["model_tuned"] = {"Miou": tuned["Miou_dict"]}
     return summary, per_movie, systems
 

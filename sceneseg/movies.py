@@ -136,3 +136,17 @@ def load_movies(root: Path, ids: list[str] | None = None, mmap: bool = True) -> 
     if ids is None:
         ids = [m["imdb_id"] for m in read_index(root)["movies"]]
     return [load_movie(root / i, mmap=mmap) for i in ids]
+
+
+def missing_shipped(movies: list[Movie], what: str = "movies") -> str:
+    """'' when every movie carries the shipped prediction; otherwise one phrase saying which lack it,
+    e.g. 'no shipped prediction in 2 of the 5 movies (tt1 tt2)'. Models and references read the
+    shipped input only when every movie of the set has it, so that all movies are read alike."""
+    ids = sorted({m.imdb_id for m in movies})
+    lacking = sorted({m.imdb_id for m in movies if m.baseline is None})
+    if not lacking:
+        return ""
+    if len(lacking) == len(ids):
+        return f"no shipped prediction in any of the {len(ids)} {what}"
+    shown = " ".join(lacking[:8]) + (f" ... (+{len(lacking) - 8} more)" if len(lacking) > 8 else "")
+    return f"no shipped prediction in {len(lacking)} of the {len(ids)} {what} ({shown})"

@@ -3,7 +3,9 @@
 After every finished epoch a training loop hands its full state to a :class:`ResumeStore`: the
 network, optimiser and learning-rate schedule, every random generator (torch CPU and CUDA,
 numpy's global one and the loop's own ``Generator``s, Python's ``random``), the kept best-epoch
-weights, the loss history and the epoch. The store writes it atomically (temp file, then rename)
+weights, the loss history and the epoch. In data-parallel training every rank calls ``save``:
+the global generators of each rank (ranks draw their own dropout masks) are gathered to rank 0,
+which writes them all in the one file, and each rank restores its own. The store writes it atomically (temp file, then rename)
 to ``<data.cache_dir>/resume/<key>/state.pt``: outside the DVC outputs, which DVC deletes before
 it reruns a stage. The key is a hash of everything that determines the run (train params, the
 model's own params, featurize and split params, the device, the bytes of the data and of this
@@ -26,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sceneseg.distributed import Dist
+
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"  # the key's parts, to say which changed
-FORMAT = "sceneseg-resume/1"
+FORMAT = "sceneseg-resume/2"  # 2: the global generators of every rank
 
 
 def digest_files(paths: Iterable[Path], root: Path | None = None) -> str:
@@ -114,10 +118,11 @@ class ResumeStore:
     def state_file(self) -> Path:
         return self.dir / STATE_FILE
 
-    def restore(self, objects: dict, generators: dict[str, np.random.Generator], epochs: int) -> Restored | None:
+    def restore(self, objects: dict, generators: dict[str, np.random.Generator], epochs: int,
+                dist: Dist | None = None) -> Restored | None:
         """Load this run's saved state into ``objects`` (anything with ``load_state_dict``: network,
-        optimiser, schedule) and ``generators``, and set the global generators; None (and one line
-        saying why) when the run starts afresh."""
+        optimiser, schedule) and ``generators``, and set the global generators (with ``dist``, this
+        rank's own); None (and one line saying why) when the run starts afresh."""
         if not self.state_file.is_file():
             self._say_why_fresh()
             return None
@@ -125,6 +130,8 @@ class ResumeStore:
             state = torch.load(self.state_file, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("key") != self.key:
                 raise ValueError("not a resume state of this run")
+            if len(state["rng"]) != (dist.world_size if dist else 1):
+                raise ValueError("saved by another number of processes")
         except Exception as e:  # noqa: BLE001 - a damaged state means starting afresh, never a failed run
             print(f"train: the saved state in {self.state_file} cannot be used ({type(e).__name__}); starting afresh")
             return None
@@ -133,21 +140,27 @@ class ResumeStore:
             obj.load_state_dict(state["objects"][name])
         for name, g in generators.items():
             g.bit_generator.state = state["generators"][name]
-        set_global_rng_state(state["rng"])
+        set_global_rng_state(state["rng"][dist.rank if dist else 0])
         self.saved_epoch, self.saved_last = int(state["epoch"]), bool(state["last"])
         print(f"train: resuming after epoch {self.saved_epoch} of {epochs} (state in {self.state_file})")
         return Restored(self.saved_epoch, state["history"], self.saved_last)
 
     def save(self, epoch: int, objects: dict, generators: dict[str, np.random.Generator], history: dict,
-             last: bool = False) -> None:
+             last: bool = False, dist: Dist | None = None) -> None:
         """Write the state after ``epoch`` (1-based) atomically; ``last``: no epoch follows it.
 
-        A failed write (full disk, no permission) is said once and training goes on without resume."""
+        With ``dist`` every rank calls this (a collective): ranks above 0 hand their global
+        generators to rank 0, which writes the state (``objects``, ``generators`` and ``history``
+        are the same on every rank). A failed write (full disk, no permission) is said once and
+        training goes on without resume."""
+        rng = [global_rng_state()] if dist is None else dist.gather(global_rng_state())
+        if rng is None:  # a rank above 0: rank 0 writes its generators
+            return
         state = {
             "format": FORMAT, "key": self.key, "epoch": int(epoch), "last": bool(last),
             "objects": {name: obj.state_dict() for name, obj in objects.items()},
             "generators": {name: g.bit_generator.state for name, g in generators.items()},
-            "rng": global_rng_state(),
+            "rng": rng,  # one per rank
             "history": history,
         }
         tmp = self.dir / f".{STATE_FILE}.tmp"
@@ -173,12 +186,24 @@ class ResumeStore:
 
     def interrupted_message(self) -> str:
         """One line for an interruption: which epoch was running and which state is saved."""
-        k = self.saved_epoch
+        k, last = self.saved_epoch, self.saved_last
+        if k == 0:  # data-parallel: the ranks saved in their processes, not this one
+            k, last = self._saved_on_disk()
         if k == 0:
             return "interrupted during epoch 1; no epoch had finished, so the next run starts afresh"
-        if self.saved_last:
+        if last:
             return f"interrupted after the last epoch ({k}); its state is saved, run dvc repro to finish"
         return f"interrupted during epoch {k + 1}; the state of epoch {k} is saved, run dvc repro to resume"
+
+    def _saved_on_disk(self) -> tuple[int, bool]:
+        """(epoch, last) of this run's state on disk; (0, False) when there is none it could use."""
+        try:
+            state = torch.load(self.state_file, map_location="cpu", weights_only=True)
+            if state.get("format") == FORMAT and state.get("key") == self.key:
+                return int(state["epoch"]), bool(state["last"])
+        except Exception:  # noqa: BLE001 - none, or damaged: the next run starts afresh
+            pass
+        return 0, False
 
     def _say_why_fresh(self) -> None:
         """When states of other runs exist, one line naming what differs from the newest of them."""

@@ -26,6 +26,8 @@ def read_folder(source: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
 
     gt, prob, ends = {}, {}, {}
     for movie in iter_movies(Path(source), require_labels=True):  # validated: shapes, dtypes, [0, 1]
+        if movie.baseline is None:
+            raise ValueError(f"{source}: movie {movie.imdb_id} has no '{PRED_KEY}' to score")
         gt[movie.imdb_id] = np.asarray(movie.boundary, dtype=bool)
         prob[movie.imdb_id] = np.asarray(movie.baseline)
         ends[movie.imdb_id] = np.asarray(movie.shot_end_frame)

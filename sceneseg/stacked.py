@@ -41,6 +41,9 @@ def features(movie: Movie, modalities: list[str], widths: tuple[int, ...], with_
     """[N-1, F]: window cosines of each modality at each width, then the shipped prediction if asked."""
     cols = [window_cosines(unit_rows(movie.features[m], center=False), widths) for m in modalities]
     if with_shipped:
+        if movie.baseline is None:
+            raise ValueError(f"movie {movie.imdb_id}: the stacked reference was fitted with the shipped prediction, "
+                             "found none")
         cols.append(np.asarray(movie.baseline, dtype=np.float64)[:, None])
     return np.concatenate(cols, 1)
 

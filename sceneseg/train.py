@@ -130,7 +130,8 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
     is continued from (the epochs done are reported to ``on_epoch`` again, from their history).
     With ``dist`` (data-parallel, see :mod:`sceneseg.distributed`), every rank runs this with the
     same seed, so the same initial weights and window order; each computes its shard of every
-    global batch of ``recipe.batch_size`` windows; only rank 0 saves the resume state.
+    global batch of ``recipe.batch_size`` windows; rank 0 saves the resume state, with every rank's
+    random generators.
     """
     for bank, w in (train, val) + ((test,) if test else ()):
         bank.check_windows(w)
@@ -148,7 +149,7 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
     t0 = time.perf_counter()
     n_batches = -(-len(train[1]) // recipe.batch_size)
     start, objects, generators = 0, {"model": model, "optimizer": opt, "schedule": sched}, {"order": rng}
-    if resume and (done := resume.restore(objects, generators, recipe.epochs)):
+    if resume and (done := resume.restore(objects, generators, recipe.epochs, dist)):
         h = done.history
         start, best, t0 = done.epoch, h["best"], t0 - h["seconds"]
         hist = History(h["train_loss"], h["val_loss"], best_epoch=h["best_epoch"])
@@ -182,10 +183,10 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
         if recipe.select_epoch == "last" or (math.isfinite(hist.val_loss[-1]) and hist.val_loss[-1] <= min(finite)):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             hist.best_epoch = epoch + 1
-        if resume and (dist is None or dist.rank == 0):
+        if resume:  # every rank: each one's generators are saved (rank 0 writes)
             resume.save(epoch + 1, objects, generators, {
                 "train_loss": hist.train_loss, "val_loss": hist.val_loss, "best_epoch": hist.best_epoch,
-                "best": best, "seconds": time.perf_counter() - t0}, last=epoch + 1 == recipe.epochs)
+                "best": best, "seconds": time.perf_counter() - t0}, last=epoch + 1 == recipe.epochs, dist=dist)
     bar.close()
     if best is None:
         raise ValueError(f"training diverged: the validation loss was not finite in any of the {recipe.epochs} "

@@ -119,15 +119,16 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True) -> Movie:
     """Validate one MovieScenes movie dict (as unpickled) and convert it to a numpy ``Movie``.
 
     ``name`` is the file it came from (``.../tt0052357.pkl``): its stem must equal ``imdb_id``.
-    With ``require_labels`` (a data set) all four modalities, the ground truth, shot end frames and
-    shipped prediction must be present and a movie needs 2 shots; without (a user's own movie for
+    With ``require_labels`` (a data set) all four modalities, the ground truth and shot end frames
+    must be present and a movie needs 2 shots; the shipped prediction is optional (a user's own
+    annotated movies have none) but checked when present. Without (a user's own movie for
     ``sceneseg predict``), labels and modalities are optional but checked when present, and one
     shot is enough.
     """
     if not isinstance(d, Mapping):
         raise ValueError(f"{name}: expected a dict of arrays, found {type(d).__name__}")
     keys = set(d)
-    required = set(REQUIRED_KEYS) | set(LABEL_KEYS) if require_labels else {"imdb_id"}
+    required = set(REQUIRED_KEYS) | {GT_KEY, END_FRAME_KEY} if require_labels else {"imdb_id"}
     missing = sorted(required - keys, key=str)
     extra = sorted(keys - set(REQUIRED_KEYS) - set(LABEL_KEYS), key=str)
     if missing:

@@ -9,7 +9,7 @@ from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, pr_points, score_
 from sceneseg.inference import pick_device
 from sceneseg.models.base import owned_transitions
 from sceneseg.featurecache import attach
-from sceneseg.movies import load_movies
+from sceneseg.movies import load_movies, missing_shipped
 from sceneseg.split import load_split
 from sceneseg.stacked import fit_stacked
 from sceneseg.stage import run, stage_args, write_json, writing
@@ -39,10 +39,15 @@ def main(args, params) -> None:
     print(f"evaluate: fitting the stacked reference on {len(wins['train'].movie_ids)} train movies", flush=True)
     fit_on = (load(wins["train"].movie_ids), owned_transitions(wins["train"]),
               load(wins["val"].movie_ids), None if whole_val else owned_transitions(wins["val"]))
+    # the references read the shipped prediction only when every movie of the set has it
+    absent = missing_shipped(fit_on[0] + fit_on[2] + movies)
+    if absent:
+        print(f"evaluate: {absent}: the references read the features alone")
     ref = fit_stacked(*fit_on, list(ckpt.feature_dims), tuple(e.stacked_widths), e.stacked_c,
-                      params.train.threshold_metric)
+                      params.train.threshold_metric, use_shipped=not absent)
     print(f"evaluate: fitting the boosted reference on {len(wins['train'].movie_ids)} train movies", flush=True)
-    boost = fit_boosted(*fit_on, boosted_spec(e, list(ckpt.feature_dims)), params.train.threshold_metric)
+    boost = fit_boosted(*fit_on, boosted_spec(e, list(ckpt.feature_dims), use_shipped=not absent),
+                        params.train.threshold_metric)
     summary, per_movie, systems = score_systems(movies, prob, ckpt.threshold, e.fps, e.recall_window_s,
                                                 e.chance_seed, boundary_rate(train_movies), references={
                                                     "boosted": (boost.predict(movies), boost.threshold),
@@ -58,7 +63,8 @@ def main(args, params) -> None:
         draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies,
              e.fps)
     for name, res in summary.items():
-        print(f"evaluate: {name:12s} " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()))
+        print(f"evaluate: {name:12s} " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
+                                                   for k, v in res.items()))
 
 
 if __name__ == "__main__":

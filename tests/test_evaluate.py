@@ -1,14 +1,15 @@
 """evaluate.score_systems, boundary_rate and pr_points by value: every system is scored on the same
 movies by the same code, the chance rate is the one given (the training movies'), the tuned rows use
-their thresholds, the Recall@Ns key follows the window, shipped needs a baseline on every movie."""
+their thresholds, the Recall@Ns key follows the window, shipped needs a baseline on every movie
+(else its row says it is absent)."""
 
 from __future__ import annotations
 
+import eluvio_reference
 import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve
 
-from sceneseg import metrics
 from sceneseg.evaluate import boundary_rate, pr_points, score_systems
 from sceneseg.movies import Movie
 
@@ -43,9 +44,14 @@ def movies() -> list[Movie]:
 
 
 def reference(movies, prob, threshold, fps=FPS, window_s=WINDOW_S) -> dict:
+    """The scores by the independent reference (plain loops over transitions and scenes)."""
     gt = {m.imdb_id: np.asarray(m.boundary, bool) for m in movies}
     ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in movies}
-    return metrics.evaluate(gt, prob, ends, threshold=threshold, fps=fps, window_s=window_s)
+    return eluvio_reference.evaluate(gt, prob, ends, threshold=threshold, fps=fps, window_s=window_s)
+
+
+def approx(d: dict):
+    return pytest.approx(d, abs=1e-12)
 
 
 def test_every_system_is_scored_on_the_same_movies_with_its_threshold(movies):
@@ -60,15 +66,15 @@ def test_every_system_is_scored_on_the_same_movies_with_its_threshold(movies):
         assert set(pm) == ({"Miou"} if name == "model_tuned" else {"AP", "Miou"})
         assert all(set(d) == ids for d in pm.values()), name
 
-    # model at 0.5, model_tuned at its threshold, stacked at its own: equal to metrics.evaluate there
+    # model at 0.5, model_tuned at its threshold, stacked at its own: the independent reference's scores there
     shipped = {m.imdb_id: np.asarray(m.baseline, np.float64) for m in movies}
     for name, prob, thr, keys in (("model", model_prob, 0.5, SCALARS), ("model_tuned", model_prob, 0.3, SCALARS[2:]),
                                   ("stacked", stacked_prob, 0.15, SCALARS), ("shipped", shipped, 0.5, SCALARS)):
         ref = reference(movies, prob, thr)
-        assert {k: v for k, v in summary[name].items() if k != "threshold"} == {k: ref[k] for k in keys}, name
-        assert per_movie[name]["Miou"] == ref["Miou_dict"]
+        assert {k: v for k, v in summary[name].items() if k != "threshold"} == approx({k: ref[k] for k in keys}), name
+        assert per_movie[name]["Miou"] == approx(ref["Miou_dict"])
         if name != "model_tuned":
-            assert per_movie[name]["AP"] == ref["AP_dict"]
+            assert per_movie[name]["AP"] == approx(ref["AP_dict"])
         np.testing.assert_array_equal(np.concatenate(list(systems.get(name, prob).values())),
                                       np.concatenate(list(prob.values())))
     assert all(p.dtype == np.float64 for p in systems["shipped"].values())  # float32 baselines, read as float64
@@ -90,10 +96,13 @@ def test_chance_fires_at_the_given_rate_not_the_test_labels(movies):
     summary, per_movie, systems = score_systems(movies, low_scores(movies, 0, 0.45), 0.3, FPS, WINDOW_S, SEED, 0.05)
     chance = np.concatenate([systems["chance"][i] for i in gt])
     assert 0.02 < np.mean(chance >= 0.5) < 0.09  # 5% of 264 transitions, far from the labels' 50%
+    # the labels' positions do not move it: flipped labels, the same predictions
+    flipped = [Movie(m.imdb_id, m.features, ~np.asarray(m.boundary), m.shot_end_frame, m.baseline) for m in movies]
+    _, _, same = score_systems(flipped, low_scores(movies, 0, 0.45), 0.3, FPS, WINDOW_S, SEED, 0.05)
     for i in gt:
-        np.testing.assert_array_equal(systems["chance"][i], metrics.chance_predictions(gt, SEED, rate=0.05)[i])
+        np.testing.assert_array_equal(same["chance"][i], systems["chance"][i])
     ref = reference(movies, systems["chance"], 0.5)
-    assert summary["chance"] == {k: ref[k] for k in SCALARS}
+    assert summary["chance"] == approx({k: ref[k] for k in SCALARS})
     assert "threshold" not in summary["chance"]
     # another seed draws other boundaries
     _, _, again = score_systems(movies, low_scores(movies, 0, 0.45), 0.3, FPS, WINDOW_S, SEED + 1, 0.05)
@@ -113,14 +122,19 @@ def test_the_recall_key_follows_the_window_in_every_row(movies):
                                   references={"stacked": (low_scores(movies, 1, 0.3), 0.2)})
     for name, row in summary.items():
         assert "Recall@2.5s" in row and "Recall@3s" not in row, name
-    assert summary["model"]["Recall@2.5s"] == reference(movies, low_scores(movies, 0, 0.45), 0.5, window_s=2.5)["Recall@2.5s"]
+    assert summary["model"]["Recall@2.5s"] == pytest.approx(
+        reference(movies, low_scores(movies, 0, 0.45), 0.5, window_s=2.5)["Recall@2.5s"], abs=1e-12)
 
 
-def test_shipped_needs_a_baseline_on_every_movie(movies):
+def test_shipped_needs_a_baseline_on_every_movie_and_its_row_says_when_it_is_absent(movies):
     bare = [*movies[:2], Movie(movies[2].imdb_id, movies[2].features, movies[2].boundary, movies[2].shot_end_frame)]
     summary, per_movie, systems = score_systems(bare, low_scores(bare, 0, 0.45), 0.3, FPS, WINDOW_S, SEED, 0.05)
-    assert "shipped" not in summary and "shipped" not in per_movie and "shipped" not in systems
-    assert set(summary) == {"model", "model_tuned", "chance"}  # and no stacked without one given
+    assert summary["shipped"] == {"absent": "no shipped prediction in 1 of the 3 test movies (tt03)"}
+    assert "shipped" not in per_movie and "shipped" not in systems
+    assert set(summary) == {"model", "model_tuned", "chance", "shipped"}  # and no stacked without one given
+    none = [Movie(m.imdb_id, m.features, m.boundary, m.shot_end_frame) for m in movies]
+    summary, _, _ = score_systems(none, low_scores(none, 0, 0.45), 0.3, FPS, WINDOW_S, SEED, 0.05)
+    assert summary["shipped"] == {"absent": "no shipped prediction in any of the 3 test movies"}
 
 
 def test_boundary_rate_pools_the_movies():
@@ -179,10 +193,12 @@ def test_draw_hands_each_picture_its_systems_data(tmp_path, monkeypatch):
     assert pr == "pr" and pr_out == out / "pr_curve.png" and list(curves) == ["model", "stacked", "shipped"]
     gt = {m.imdb_id: np.asarray(m.boundary, bool) for m in movies}
     assert len(curves["model"][0]) == 2000  # thinned to 2,000 points
-    for name, (recall, precision) in curves.items():
-        pts = pr_points(gt, systems[name], max_points=2000)
-        np.testing.assert_array_equal(recall, [p["recall"] for p in pts])
-        np.testing.assert_array_equal(precision, [p["precision"] for p in pts])
+    for name, (recall, precision) in curves.items():  # scikit-learn's pooled curve at 2,000 evenly spaced rows
+        full_p, full_r, _ = precision_recall_curve(np.concatenate([gt[m.imdb_id] for m in movies]),
+                                                   np.concatenate([systems[name][m.imdb_id] for m in movies]))
+        rows = np.linspace(0, len(full_r) - 1, min(2000, len(full_r))).round().astype(int)
+        np.testing.assert_array_equal(recall, full_r[rows])
+        np.testing.assert_array_equal(precision, full_p[rows])
     assert ap == {name: summary[name]["AP"] for name in curves}
     bars = [c for c in rest if c[0] == "bars"]
     assert [(b[2], b[3]) for b in bars] == [("AP", out / "per_movie_ap.png"), ("Miou", out / "per_movie_miou.png")]

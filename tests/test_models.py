@@ -3,14 +3,15 @@
 import dataclasses
 from pathlib import Path
 
+import eluvio_reference as eluvio
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
+from test_threshold import brute_force_best, pooled_f1, tie_break
 
 from sceneseg.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.metrics import choose_threshold
 from sceneseg.models import MODELS, get_model
 from sceneseg.models.base import TrainData, owned_transitions
 from sceneseg.movies import Movie, load_movies, read_index, save_movie
@@ -118,7 +119,8 @@ def test_simseq_threshold_is_the_validation_f1_optimum(data, params):
 
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
     assert f1(trained.threshold) == pytest.approx(max(f1(t) for t in grid), abs=1e-12)
-    assert trained.threshold == choose_threshold(gt, p, "f1")
+    _, winners = brute_force_best(lambda t: pooled_f1(gt.tolist(), p.tolist(), t))
+    assert trained.threshold == tie_break(winners)
 
 
 def test_simseq_works_without_the_shipped_prediction_and_says_so(data, params, tmp_path):
@@ -139,16 +141,18 @@ def test_simseq_works_without_the_shipped_prediction_and_says_so(data, params, t
 
 def test_simseq_transfers_to_movies_with_other_feature_scales(data, params, tmp_path):
     """Trained on one set, `sceneseg predict` on another set whose features are scaled x0.03-x30 per
-    movie and modality still finds boundaries: AP far above chance, never a constant output."""
+    movie and modality still finds boundaries from the features alone (the shipped input withheld):
+    AP far above chance, never a constant output."""
     kind = get_model("simseq")
     common, own = tiny(params, "simseq", epochs=8)
     trained = kind.train(data, own, common, CPU, progress=False)
     save_checkpoint(tmp_path / "m.pt", "simseq", trained.model, trained.config, trained.threshold, "f1", {}, "x")
     other = tmp_path / "other"
     materialize("synthetic", other, cache_dir=tmp_path, synthetic=SyntheticSpec(3, 80, 120, seed=9, min_setups=2, max_setups=3, scale_spread=1.5, preset="easy"))
-    doc = predict_input(other, tmp_path / "m.pt")
+    doc = predict_input(other, tmp_path / "m.pt", ignore_shipped=True)
     gt, prob = [], []
     for rec, m in zip(doc["movies"], load_movies(other)):
+        assert m.baseline is not None and "shipped prediction" not in rec["inputs"]
         p = np.asarray(rec["boundary_prob"])
         assert p.std() > 0.05 and rec["n_scenes"] > 1  # not a constant output, not one scene
         gt.append(np.asarray(m.boundary))
@@ -197,7 +201,8 @@ def test_stacked_fits_on_train_transitions_and_picks_its_threshold_on_validation
     # the threshold maximises pooled F1 over the validation transitions
     x = np.concatenate([stacked_features(m, mods, (1, 2, 4, 8), True)[masks_va[m.imdb_id]] for m in va])
     y = np.concatenate([np.asarray(m.boundary)[masks_va[m.imdb_id]] for m in va])
-    assert ref.threshold == choose_threshold(y, ref.pipeline.predict_proba(x)[:, 1], "f1")
+    _, winners = brute_force_best(lambda t: pooled_f1(y.tolist(), ref.pipeline.predict_proba(x)[:, 1].tolist(), t))
+    assert ref.threshold == tie_break(winners)
     # without a shipped prediction on some movie, the reference does without it
     bare = [Movie(m.imdb_id, m.features, m.boundary, m.shot_end_frame, None) for m in tr]
     assert not fit_stacked(bare, masks_tr, va, masks_va, mods).with_shipped
@@ -219,11 +224,15 @@ def test_whole_validation_movies_and_the_miou_threshold(tmp_path, params):
     trained = kind.train(data, own, dataclasses.replace(common, threshold_metric="miou"), CPU, progress=False)
     val = data.movies("val")
     prob = kind.predict(trained.model, trained.config, val, CPU, 16)
-    gt = {m.imdb_id: np.asarray(m.boundary, bool) for m in val}
-    ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
-    assert trained.threshold == choose_threshold(gt, prob, "miou", shot_end_frame=ends)
+
+    def best_by_miou(p: dict) -> float:  # brute force: mean Miou of the reference at every candidate
+        _, winners = brute_force_best(lambda t: np.mean([eluvio.miou(m.boundary, eluvio.boundaries(p[m.imdb_id], t),
+                                                                     m.shot_end_frame) for m in val]))
+        return tie_break(winners)
+
+    assert trained.threshold == best_by_miou(prob)
     ref = fit_stacked(data.movies("train"), None, val, None, own.modalities, threshold_metric="miou")
-    assert ref.threshold == choose_threshold(gt, ref.predict(val), "miou", shot_end_frame=ends)
+    assert ref.threshold == best_by_miou(ref.predict(val))
 
 
 def test_simseq_padding_reaches_no_layer():

@@ -3,7 +3,9 @@ uninterrupted run ends; the store's key, fresh starts, damaged states and failed
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import json
 import os
 import runpy
@@ -137,6 +139,35 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(data_dir, model, fi
         assert torch.equal(run["weights"][k], v), k
 
 
+def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_result(data_dir):
+    """train.world_size 2 with dropout: the ranks draw their own dropout masks, and a run stopped
+    (SIGINT) after epoch 2 and resumed, each rank from its own saved generators, ends where the
+    uninterrupted run ends: every parameter and loss within 1e-6."""
+    d, name = data_dir, "simseq-2"
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["train"].update(model="simseq", world_size=2)
+    p["simseq"].update(dropout=0.3, tree_iters=10)
+    (d / f"params-{name}.yaml").write_text(yaml.safe_dump(p))
+    subprocess.run(train_cmd(name, f"ref-{name}"), cwd=d, env=ENV, check=True, capture_output=True)
+    r, _ = interrupt_after(d, name, 2, signal.SIGINT)
+    k = saved_epoch(d)
+    assert r.returncode == 130 and 2 <= k < EPOCHS, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"interrupted during epoch {k + 1}; the state of epoch {k} is saved, run dvc repro to resume")
+    state = torch.load(next((d / ".cache/resume").glob("*/state.pt")), weights_only=True)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    r = subprocess.run(train_cmd(name, f"run-{name}"), cwd=d, env=ENV, capture_output=True, text=True, check=True)
+    assert f"train: resuming after epoch {k} of {EPOCHS}" in r.stdout
+    ref, run = outputs(d, f"ref-{name}"), outputs(d, f"run-{name}")
+    assert run["metrics"] == pytest.approx(ref["metrics"], abs=1e-6) and run["threshold"] == ref["threshold"]
+    for f, text in ref["tsv"].items():  # every epoch's losses, those after the resume included
+        assert np.loadtxt(run["tsv"][f].decode().splitlines()[1:], usecols=1) == pytest.approx(
+            np.loadtxt(text.decode().splitlines()[1:], usecols=1), abs=1e-6), f
+    assert run["weights"].keys() == ref["weights"].keys()
+    for key, v in ref["weights"].items():
+        torch.testing.assert_close(run["weights"][key], v, rtol=0, atol=1e-6, msg=key)
+
+
 # --- the store on its own -------------------------------------------------------------------------
 
 PARTS = {"train params": "a", "simseq params": "b", "data": "c", "code": "d", "device": "cpu"}
@@ -198,16 +229,65 @@ def test_the_key_changes_with_params_data_and_device(tmp_path):
     (tmp_path / "movies/a.npy").write_bytes(b"1")
     (tmp_path / "split.json").write_text("{}")
     data = resume.data_digest(tmp_path / "movies", tmp_path / "split.json", tmp_path / "windows")
-    base = resume.key_parts({"train": {"lr": 0.1}}, data, resume.code_digest(), "cpu")
-    assert base == resume.key_parts({"train": {"lr": 0.1}}, data, resume.code_digest(), "cpu")
+    # by hand: sha256 of each part's file names and bytes, then of the three digests joined by spaces
+    parts = [hashlib.sha256(b"a.npy\0" + b"1" + b"\0").hexdigest(),
+             hashlib.sha256(b"split.json\0" + b"{}" + b"\0").hexdigest(), hashlib.sha256(b"").hexdigest()]
+    assert data == hashlib.sha256(" ".join(parts).encode()).hexdigest()
+    base = resume.key_parts({"train": {"lr": 0.1}}, data, "c0de" * 16, "cpu")
+    assert base == {"train params": hashlib.sha256(b'{"lr": 0.1}').hexdigest()[:16], "data": data[:16],
+                    "code": "c0dec0dec0dec0de", "device": "cpu"}
     (tmp_path / "movies/a.npy").write_bytes(b"2")
     changed = resume.data_digest(tmp_path / "movies", tmp_path / "split.json", tmp_path / "windows")
     assert changed != data
     keys = {ResumeStore(tmp_path, p).key for p in (
-        base, resume.key_parts({"train": {"lr": 0.2}}, data, resume.code_digest(), "cpu"),
-        resume.key_parts({"train": {"lr": 0.1}}, changed, resume.code_digest(), "cpu"),
-        resume.key_parts({"train": {"lr": 0.1}}, data, resume.code_digest(), "cuda:0"))}
-    assert len(keys) == 4
+        base, resume.key_parts({"train": {"lr": 0.2}}, data, "c0de" * 16, "cpu"),
+        resume.key_parts({"train": {"lr": 0.1}}, changed, "c0de" * 16, "cpu"),
+        resume.key_parts({"train": {"lr": 0.1}}, data, "c0de" * 16, "cuda:0"),
+        resume.key_parts({"train": {"lr": 0.1}}, data, "c0df" * 16, "cpu"))}
+    assert len(keys) == 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Rank(resume.Dist):
+    """Rank ``rank`` of a group whose other ranks' generators are ``others`` (no processes)."""
+
+    others: tuple = ()
+
+    def gather(self, obj):
+        return [obj, *self.others] if self.rank == 0 else None
+
+
+def test_each_rank_restores_its_own_generators(tmp_path, capsys):
+    """Rank 0 writes every rank's global generators; rank 1 restores its own, not rank 0's; a run
+    with another number of processes starts afresh."""
+    cpu = torch.device("cpu")
+    torch.manual_seed(11)
+    rank1 = resume.global_rng_state()
+    assert ResumeStore(tmp_path, PARTS).save(1, {}, {}, {}, dist=Rank(1, 2, cpu)) is None
+    assert not ResumeStore(tmp_path, PARTS).state_file.exists()  # a rank above 0 writes nothing
+    torch.manual_seed(10)
+    ResumeStore(tmp_path, PARTS).save(1, {}, {}, {}, dist=Rank(0, 2, cpu, others=(rank1,)))
+    torch.manual_seed(10)
+    expected = {0: torch.rand(3)}
+    torch.manual_seed(11)
+    expected[1] = torch.rand(3)
+    for rank in (1, 0):
+        torch.manual_seed(99)
+        assert ResumeStore(tmp_path, PARTS).restore({}, {}, epochs=3, dist=Rank(rank, 2, cpu)).epoch == 1
+        assert torch.equal(torch.rand(3), expected[rank]), rank
+    assert ResumeStore(tmp_path, PARTS).restore({}, {}, epochs=3) is None
+    assert "cannot be used" in capsys.readouterr().out
+
+
+def test_the_interruption_line_reads_a_state_that_another_process_saved(tmp_path):
+    """Data-parallel: the ranks save in their processes; the stage's own store says what is on disk."""
+    net, _, _ = _objects()
+    ResumeStore(tmp_path, PARTS).save(3, {"net": net}, {}, {})
+    assert ResumeStore(tmp_path, PARTS).interrupted_message() == (
+        "interrupted during epoch 4; the state of epoch 3 is saved, run dvc repro to resume")
+    ResumeStore(tmp_path, PARTS).save(5, {"net": net}, {}, {}, last=True)
+    assert ResumeStore(tmp_path, PARTS).interrupted_message() == (
+        "interrupted after the last epoch (5); its state is saved, run dvc repro to finish")
 
 
 def test_a_failed_save_is_said_once_and_training_goes_on(tmp_path, capsys, monkeypatch):

@@ -87,9 +87,14 @@ def push_prediction_above_one(d: dict) -> None:
     d[PRED_KEY][3] = 1.5
 
 
+def drop_prediction(d: dict) -> None:
+    del d[PRED_KEY]
+
+
 @pytest.mark.parametrize(
     "spoil, message",
-    [(shorten_prediction, r"tt0000001.*\[29\]"), (push_prediction_above_one, r"tt0000001.*\[0, 1\]")],
+    [(shorten_prediction, r"tt0000001.*\[29\]"), (push_prediction_above_one, r"tt0000001.*\[0, 1\]"),
+     (drop_prediction, r"movie tt0000001 has no 'scene_transition_boundary_prediction' to score$")],
 )
 def test_score_bad_prediction_exits_non_zero(tmp_path, capsys, spoil, message):
     d = movie_dict("tt0000001", 30, seed=0)

@@ -41,8 +41,17 @@ def test_labels_are_optional_without_require_labels():
         del d[k]
     m = movie_from_dict(d, NAME, require_labels=False)
     assert m.boundary is None and m.baseline is None and m.shot_end_frame is None
-    with pytest.raises(ValueError, match=r"tt0000001.pkl: missing keys \['scene_transition"):
+    with pytest.raises(ValueError, match=r"tt0000001.pkl: missing keys \['scene_transition_boundary_ground_truth', "
+                                         r"'shot_end_frame'\]$"):
         movie_from_dict(d, NAME)
+
+
+def test_a_data_set_movie_needs_no_shipped_prediction():
+    """A user's own annotated movie: ground truth and end frames, no shipped prediction."""
+    d = _movie()
+    del d[PRED_KEY]
+    m = movie_from_dict(d, NAME)
+    assert m.baseline is None and m.boundary is not None and m.shot_end_frame is not None
 
 
 def _set(key: str, value):

@@ -34,7 +34,7 @@ from sceneseg.metrics import choose_threshold
 from sceneseg.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
-from sceneseg.movies import Movie
+from sceneseg.movies import Movie, missing_shipped
 from sceneseg.models.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
 from sceneseg.featurecache import FeatureSpec, similarity
@@ -338,13 +338,17 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     batch's length; the weighted loss is divided by the whole batch's weight sum and gradients are
     summed over the ranks, so a step is the one-process step (exactly so with ``dropout: 0``; the
     dropout masks come from each rank's own generator). Validation runs on every rank (the
-    same weights, the same early stop); rank 0 saves the resume state.
+    same weights, the same early stop); rank 0 saves the resume state, with every rank's generators.
     """
     t0 = time.perf_counter()
     train_movies = data.movies("train")
     dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
+    absent = missing_shipped(train_movies + data.movies("val") + data.movies("test"))
+    if p.use_shipped and absent:  # read only when every movie has it: all movies are read alike
+        print(f"train: {absent}: simseq reads the features alone")
     cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
-           "match_widths": list(p.match_widths), "use_shipped": p.use_shipped, "hidden": p.hidden, "dropout": p.dropout}
+           "match_widths": list(p.match_widths), "use_shipped": p.use_shipped and not absent, "hidden": p.hidden,
+           "dropout": p.dropout}
     whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     tr = _Set(train_movies, data.owned("train"), cfg, device)
     # window protocol: the val transitions lie in the train movies, whose features are computed once
@@ -377,7 +381,7 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     train_loss, val_loss, val_ap = [], [], []
     best_state, best_epoch = None, 0
     start, objects, generators = 0, {"net": net, "optimizer": opt, "schedule": sched}, {"crops": rng}
-    if resume and (done := resume.restore(objects, generators, common.epochs)):
+    if resume and (done := resume.restore(objects, generators, common.epochs, dist)):
         h = done.history
         train_loss, val_loss, val_ap, best_state, best_epoch = (h[k] for k in (
             "train_loss", "val_loss", "val_ap", "best_state", "best_epoch"))
@@ -432,11 +436,11 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
         if on_epoch:
             on_epoch(epoch + 1, {"train": train_loss[-1], "val": vl, "val_ap": ap})
         stop = bool(p.patience) and epoch + 1 - best_epoch >= p.patience
-        if resume and (dist is None or dist.rank == 0):
+        if resume:  # every rank: each one's generators are saved
             resume.save(epoch + 1, objects, generators, {
                 "train_loss": train_loss, "val_loss": val_loss, "val_ap": val_ap, "best_state": best_state,
                 "best_epoch": best_epoch, "seconds": time.perf_counter() - t0},
-                last=stop or epoch + 1 == common.epochs)
+                last=stop or epoch + 1 == common.epochs, dist=dist)
         if stop:
             bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
             break

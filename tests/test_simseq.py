@@ -1,0 +1,272 @@
+"""The default model's training mechanics by value: the kept epoch's weights are the ones returned,
+early stopping after exactly ``patience`` epochs without gain (and resuming around it), the
+warm-up + cosine learning rate at each step (worked out by hand), crops that tile every
+transition, the feature columns and the shipped flag, and the share of crops without the shipped input."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_models import CPU, ROOT, make_data, tiny
+
+from sceneseg.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.config import load_params
+from sceneseg.models import get_model, simseq
+from sceneseg.models.simseq import SimSeqNet, movie_features, n_base, n_features, tree_inputs
+from sceneseg.movies import Movie
+from sceneseg.resume import ResumeStore
+from sceneseg.synthetic import SyntheticSpec
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, params):
+    """8 movies of 60-90 shots: 6 train, 2 test; validation windows inside the train movies."""
+    torch.set_num_threads(1)  # bit-reproducible runs
+    d = make_data(tmp_path_factory.mktemp("simseq") / "movies",
+                  SyntheticSpec(8, 60, 90, seed=1, min_setups=2, max_setups=3, preset="easy"), params)
+    assert len(d.movies("train")) == 6 and max(m.n_shots for m in d.movies("train")) <= 90
+    return d
+
+
+REAL_LOSS_AND_AP = simseq._loss_and_ap
+
+
+def scripted_val_ap(monkeypatch, aps: list[float]) -> list[dict]:
+    """Validation APs of the epochs set to ``aps`` (in order; later calls, after training, keep the
+    real values); returns the network's weights at each of those validations."""
+    real, left, snapshots = REAL_LOSS_AND_AP, list(aps), []
+
+    def fake(net, s, cw):
+        loss, ap, gt, prob = real(net, s, cw)
+        if not left:
+            return loss, ap, gt, prob
+        snapshots.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return loss, left.pop(0), gt, prob
+
+    monkeypatch.setattr(simseq, "_loss_and_ap", fake)
+    return snapshots
+
+
+def test_the_saved_weights_are_the_kept_epochs_not_the_last(data, params, monkeypatch, tmp_path):
+    """APs 0.2, 0.6, 0.6, 0.5: epoch 2 is kept (a tie is no gain), its weights are saved, not epoch 4's."""
+    common, own = tiny(params, "simseq", epochs=4, tree_iters=0)
+    snaps = scripted_val_ap(monkeypatch, [0.2, 0.6, 0.6, 0.5])
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False)
+    assert len(snaps) == 4 and trained.best_epoch == 2 and trained.extra["val_ap"] == 0.6
+    save_checkpoint(tmp_path / "m.pt", "simseq", trained.model, trained.config, trained.threshold, "f1", {}, "")
+    saved = load_checkpoint(tmp_path / "m.pt").model.state_dict()
+    for k, v in snaps[1].items():
+        assert torch.equal(saved[k], v), k
+    assert not torch.equal(saved["gru.weight_hh_l0"], snaps[3]["gru.weight_hh_l0"])  # training moved on
+
+
+@pytest.mark.parametrize("patience,aps,stop_after,best", [
+    (2, [0.3, 0.5, 0.4, 0.5], 4, 2),  # epochs 3 and 4 bring no gain (a tie is none)
+    (2, [0.3, 0.2, 0.4, 0.35, 0.1], 5, 3),  # the gain in epoch 3 restarts the count
+    (1, [0.5, 0.4], 2, 1),
+])
+def test_early_stopping_stops_after_exactly_patience_epochs_without_gain(data, params, monkeypatch, capsys,
+                                                                        patience, aps, stop_after, best):
+    common, own = tiny(params, "simseq", epochs=10, tree_iters=0, patience=patience)
+    scripted_val_ap(monkeypatch, aps)
+    epochs = []
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False,
+                                        on_epoch=lambda e, losses: epochs.append(e))
+    assert epochs == list(range(1, stop_after + 1)) and len(trained.train_loss) == stop_after
+    assert trained.best_epoch == best
+    assert (f"no better validation AP for {patience} epochs: stopping after epoch {stop_after}"
+            in capsys.readouterr().out)
+
+
+REAL_CROPS = simseq._crops
+
+
+class Stop(KeyboardInterrupt):
+    """What Ctrl-C raises, from inside an epoch report."""
+
+
+def test_a_run_resumed_before_and_after_its_early_stop_ends_as_the_uninterrupted_run(data, params, monkeypatch,
+                                                                                     tmp_path):
+    """Patience 2, APs peaking in epoch 2: the run stops after epoch 4. Stopped in epoch 3 and
+    resumed, it stops after the same epoch with the same weights; resumed again from the state of
+    the early stop (an interruption after it), it trains nothing and returns the same model."""
+    common, own = tiny(params, "simseq", epochs=10, tree_iters=0, patience=2, dropout=0.3)
+    aps = [0.3, 0.5, 0.4, 0.45]
+    kind = get_model("simseq")
+    scripted_val_ap(monkeypatch, aps)
+    full = kind.train(data, own, common, CPU, progress=False)
+    assert len(full.train_loss) == 4 and full.best_epoch == 2
+
+    def stop_in(epoch):
+        def report(e, losses):
+            if e == epoch:
+                raise Stop
+        return report
+
+    store = ResumeStore(tmp_path, {"run": "early stop"})
+    scripted_val_ap(monkeypatch, aps)
+    with pytest.raises(Stop):  # raised in epoch 3's report, before its state is saved
+        kind.train(data, own, common, CPU, progress=False, resume=store, on_epoch=stop_in(3))
+    assert (store.saved_epoch, store.saved_last) == (2, False)
+    snaps = scripted_val_ap(monkeypatch, aps[2:])
+    resumed = kind.train(data, own, common, CPU, progress=False, resume=ResumeStore(tmp_path, {"run": "early stop"}))
+    assert len(snaps) == 2  # epochs 3 and 4 trained, then the stop
+    assert ResumeStore(tmp_path, {"run": "early stop"})._saved_on_disk() == (4, True)
+    crops, reports = [], []
+    monkeypatch.setattr(simseq, "_crops", lambda *a: crops.append(1) or REAL_CROPS(*a))
+    again = kind.train(data, own, common, CPU, progress=False, resume=ResumeStore(tmp_path, {"run": "early stop"}),
+                       on_epoch=lambda e, losses: reports.append(e))
+    assert reports == [1, 2, 3, 4]  # the finished epochs reported again
+    assert len(crops) == 1  # crops drawn only to count the steps of an epoch: no epoch trained
+    for run in (resumed, again):
+        assert run.train_loss == full.train_loss and run.val_loss == full.val_loss
+        assert run.best_epoch == full.best_epoch and run.threshold == full.threshold
+        for k, v in full.model.state_dict().items():
+            assert torch.equal(run.model.state_dict()[k], v), k
+
+
+class RecordingLR(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR that records the learning rate each optimiser step used."""
+
+    used: list[float] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recording = True
+
+    def step(self, *args, **kwargs):
+        if getattr(self, "recording", False):  # not the constructor's own first step
+            RecordingLR.used.append(self.optimizer.param_groups[0]["lr"])
+        super().step(*args, **kwargs)
+
+
+@pytest.mark.parametrize("warmup,epochs,expected", [
+    # one crop per train movie (crop_len 100 >= 89 transitions): 6 crops, batch 4 -> 2 steps an epoch.
+    # warm-up 2 steps: lr x (s + 1) / 2; then 0.5 (1 + cos(pi (s - 2) / 4)) over the 4 steps left
+    (1, 3, [0.005, 0.01, 0.01, 0.008535533905932738, 0.005, 0.0014644660940672624]),
+    # no warm-up: 0.5 (1 + cos(pi s / 4)) over 4 steps
+    (0, 2, [0.01, 0.008535533905932738, 0.005, 0.0014644660940672624]),
+])
+def test_warm_up_then_cosine_learning_rate_at_every_step(data, params, monkeypatch, warmup, epochs, expected):
+    common, own = tiny(params, "simseq", epochs=epochs, tree_iters=0, crop_len=100, warmup_epochs=warmup, lr=0.01)
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", RecordingLR)
+    RecordingLR.used = []
+    get_model("simseq").train(data, own, common, CPU, progress=False)
+    assert RecordingLR.used == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_training_crops_tile_every_transition(seed):
+    rng = np.random.default_rng(seed)
+    n_trans = np.array([1, 7, 32, 33, 64, 100, 257])
+    crop_len = 32
+    starts = []
+    for draw in range(3):
+        crops = simseq._crops(n_trans, crop_len, rng)
+        assert len(set(crops)) == len(crops)  # no crop twice
+        for i, t in enumerate(n_trans.tolist()):
+            mine = [(a, b) for j, a, b in crops if j == i]
+            covered = set()
+            for a, b in mine:
+                assert 0 <= a < b <= t and b - a == min(crop_len, t)
+                covered |= set(range(a, b))
+            assert covered == set(range(t)), (t, mine)
+            assert len(mine) <= math.ceil(t / crop_len) + 1  # at most one crop more than a tiling from 0
+        starts.append(sorted(a for j, a, _ in crops if j == 6))
+    assert starts[0] != starts[1] or starts[1] != starts[2]  # a random phase: the tiling moves
+
+
+def test_feature_columns_and_the_shipped_flag():
+    """Columns per modality: raw cos_1, cos_2, centred cos_1, cos_2, cross_2; the same z-scored; then
+    the shipped prediction's logit and its flag, both 0 when absent or not used."""
+    rng = np.random.default_rng(0)
+    n = 9
+    feats = {"place": rng.random((n, 4)).astype(np.float32), "cast": rng.standard_normal((n, 3)).astype(np.float32)}
+    shipped = rng.random(n - 1).astype(np.float32)
+    shipped[2], shipped[5] = 0.0, 1.0  # clipped to 1e-4 and 1 - 1e-4 before the logit
+    cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "use_shipped": True}
+    assert (n_base(cfg), n_features(cfg)) == (10, 22)
+    movie = Movie("tt1", feats, np.zeros(n - 1, bool), np.arange(n), shipped)
+    x = movie_features(movie, cfg, with_shipped=True)
+    assert x.shape == (n - 1, 22) and x.dtype == np.float32
+
+    def cos(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    p, c = feats["place"].astype(np.float64), feats["cast"].astype(np.float64)
+    pc = p - p.mean(0)
+    unit = pc / np.linalg.norm(pc, axis=1, keepdims=True)
+    for t in range(n - 1):
+        assert x[t, 0] == pytest.approx(cos(p[t], p[t + 1]), abs=1e-6)  # place raw cos_1
+        lo, hi = max(0, t - 1), min(n, t + 3)
+        before = sum(p[i] / np.linalg.norm(p[i]) for i in range(lo, t + 1))
+        after = sum(p[i] / np.linalg.norm(p[i]) for i in range(t + 1, hi))
+        assert x[t, 1] == pytest.approx(cos(before, after), abs=1e-6)  # place raw cos_2
+        assert x[t, 2] == pytest.approx(cos(pc[t], pc[t + 1]), abs=1e-6)  # place centred cos_1
+        cross = max(unit[i] @ unit[j] for i in range(lo, t + 1) for j in range(t + 1, hi))
+        assert x[t, 4] == pytest.approx(cross, abs=1e-6)  # place cross_2
+        assert x[t, 5] == pytest.approx(cos(c[t], c[t + 1]), abs=1e-6)  # cast raw cos_1
+    base = x[:, :10].astype(np.float64)
+    np.testing.assert_allclose(x[:, 10:20], (base - base.mean(0)) / base.std(0), atol=1e-4)  # z-scored copies
+    q = np.clip(shipped.astype(np.float64), 1e-4, 1 - 1e-4)
+    np.testing.assert_allclose(x[:, 20], np.log(q / (1 - q)), rtol=1e-6)
+    assert x[2, 20] == pytest.approx(-9.21024, abs=1e-4) and x[5, 20] == pytest.approx(9.21024, abs=1e-4)
+    assert (x[:, 21] == 1).all()
+    # absent, withheld, or switched off: logit and flag 0, the other columns unchanged
+    for other in (movie_features(Movie("tt1", feats, None, None, None), cfg, True),
+                  movie_features(movie, cfg, with_shipped=False),
+                  movie_features(movie, {**cfg, "use_shipped": False}, True)):
+        assert (other[:, 20:] == 0).all() and np.array_equal(other[:, :20], x[:, :20])
+    # the trees read the logit where the flag says it is there, NaN where not
+    tree_cfg = {**cfg, "trees": {"context": 1}}
+    tx = tree_inputs(torch.from_numpy(x), tree_cfg)
+    assert tx.shape == (n - 1, 3 * 10 + 1)
+    np.testing.assert_allclose(tx[:, -1].numpy(), x[:, 20], rtol=1e-6)
+    assert torch.isnan(tree_inputs(torch.from_numpy(other), tree_cfg)[:, -1]).all()
+
+
+def test_the_network_reads_the_shipped_logit_only_where_the_flag_is_set():
+    cfg = {"feature_dims": {"place": 4}, "widths": [1], "cross_widths": [2], "hidden": 8, "dropout": 0.0}
+    torch.manual_seed(0)
+    net = SimSeqNet(cfg).eval()
+    x = torch.randn(1, 6, n_features(cfg))
+    a, b, c = x.clone(), x.clone(), x.clone()
+    a[..., -2:] = torch.tensor([5.0, 0.0])
+    b[..., -2:] = torch.tensor([-3.0, 0.0])
+    c[..., -2:] = torch.tensor([5.0, 1.0])
+    with torch.no_grad():
+        assert torch.equal(net(a), net(b))  # flag 0: the logit's value is not read
+        assert not torch.allclose(net(a), net(c))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_shipped_dropout_withholds_the_shipped_input_from_its_share_of_training_crops(data, params, monkeypatch,
+                                                                                     share):
+    common, own = tiny(params, "simseq", epochs=3, tree_iters=0, crop_len=8, shipped_dropout=share)
+    rows = []
+    real = SimSeqNet.forward
+
+    def recording(self, x, lengths=None):
+        if lengths is not None:  # a training batch
+            for r, n in enumerate(lengths.tolist()):
+                rows.append(x[r, :n, -2:].detach().clone())
+        return real(self, x, lengths)
+
+    monkeypatch.setattr(SimSeqNet, "forward", recording)
+    get_model("simseq").train(data, own, common, CPU, progress=False)
+    dropped = [bool((r == 0).all()) for r in rows]
+    assert all(bool((r[:, 1] == 1).all()) for r, d in zip(rows, dropped) if not d)  # the others all have it
+    assert len(rows) > 150
+    if share in (0.0, 1.0):
+        assert np.mean(dropped) == share
+    else:  # binomial: 3 standard deviations
+        assert abs(np.mean(dropped) - share) < 3 * math.sqrt(share * (1 - share) / len(rows))
