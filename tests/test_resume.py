@@ -27,7 +27,8 @@ from sceneseg.resume import ResumeStore
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-DATA_ARGS = ["--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows"]
+DATA_ARGS = ["--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows",
+             "--features", "data/features"]
 
 
 def run_stage(name: str, cwd: Path, *args: str) -> None:
@@ -55,6 +56,7 @@ def data_dir(tmp_path_factory) -> Path:
     run_stage("download", d, "--out", "data/movies")
     run_stage("split", d, "--movies", "data/movies", "--out", "data/split.json")
     run_stage("featurize", d, "--movies", "data/movies", "--split", "data/split.json", "--out", "data/windows")
+    run_stage("features", d, "--movies", "data/movies", "--out", "data/features")
     return d
 
 

@@ -17,7 +17,8 @@ from sceneseg.checkpoint import load_checkpoint
 from sceneseg.movies import PRED_KEY, load_movies
 from sceneseg.synthetic import SyntheticSpec, write_synthetic_pickles
 
-DATA = ["--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows"]
+DATA = ["--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows",
+        "--features", "data/features"]
 SYSTEMS = ("model", "boosted", "stacked", "chance")
 
 
@@ -42,6 +43,7 @@ def run_pipeline(d: Path, model: str) -> tuple[dict, dict, dict]:
     run_stage("download", d, "--out", "data/movies")
     run_stage("split", d, "--movies", "data/movies", "--out", "data/split.json")
     run_stage("featurize", d, "--movies", "data/movies", "--split", "data/split.json", "--out", "data/windows")
+    run_stage("features", d, "--movies", "data/movies", "--out", "data/features")
     run_stage("train", d, *DATA, "--model", "models/model.pt", "--metrics", "metrics/train.json",
               "--plots", "plots/train")
     run_stage("evaluate", d, *DATA, "--model", "models/model.pt", "--metrics", "metrics/eval.json",
