@@ -58,7 +58,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 def train_cmd(model: str, out: str) -> list[str]:
     return [sys.executable, str(ROOT / "stages/train.py"), "--params", f"params-{model}.yaml", *DATA_ARGS,
-            "--model", f"{out}/model.pt", "--metrics", f"{out}/train.json", "--plots", f"{out}/plots"]
+            "--model", f"{out}/model.pt", "--metrics", f"{out}/train.json", "--details", f"{out}/train_details.json",
+            "--plots", f"{out}/plots"]
 
 
 def saved_epoch(d: Path) -> int:
@@ -96,7 +97,7 @@ def interrupt_after(d: Path, model: str, epoch: int, sig: int) -> tuple[subproce
 def outputs(d: Path, out: str) -> dict:
     ckpt = torch.load(d / out / "model.pt", weights_only=True)
     tsv = {p.name: p.read_bytes() for p in sorted((d / out / "plots").rglob("*.tsv"))}
-    return {"metrics": json.loads((d / out / "train.json").read_text()), "tsv": tsv,
+    return {"metrics": json.loads((d / out / "train_details.json").read_text()), "tsv": tsv,
             "weights": ckpt["state_dict"], "threshold": ckpt["threshold"]}
 
 
