@@ -221,7 +221,7 @@ def test_a_failed_experiment_leaves_params_and_outputs_intact(project, args, mes
 
 def test_a_stage_outside_the_venv_says_to_activate_it(project):
     """A stage started by a python without the project's packages: one line, exit 1, no traceback."""
-    r = subprocess.run([sys.executable, "-I", "-S", "stages/split.py", "--movies", "data/movies", "--out", "x.json"],
+    r = subprocess.run([sys.executable, "-E", "-S", "stages/split.py", "--movies", "data/movies", "--out", "x.json"],
                        cwd=project, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]
