@@ -32,10 +32,12 @@ def run_stage(name: str, cwd: Path, *args: str) -> None:
     """Run a stage script in this process (no interpreter start-up), as dvc would run it in ``cwd``."""
     argv, handler, here = sys.argv, signal.getsignal(signal.SIGTERM), os.getcwd()
     sys.argv = [f"stages/{name}.py", "--params", "params.yaml", *args]
+    sys.path.insert(0, str(ROOT / "stages"))  # as `python stages/x.py` has it (the stages import _venv)
     os.chdir(cwd)
     try:
         runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="__main__")
     finally:
+        sys.path.remove(str(ROOT / "stages"))
         sys.argv = argv
         os.chdir(here)
         signal.signal(signal.SIGTERM, handler)
