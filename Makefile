@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sceneseg-installed
 PLOTS_TEMPLATE := .dvc/plots_template.html
 
-.PHONY: setup run test plots sweep mutants clean-venv
+.PHONY: setup run test plots exp show sweep mutants clean-venv
 
 setup: $(STAMP) $(PLOTS_TEMPLATE)
 
@@ -32,6 +32,16 @@ plots: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# `dvc exp run $(ARGS)` after checking the params it would run with (the -S overrides applied to a
+# copy of params.yaml, validated as the stages do): a bad value or key is one line and exit 1 before
+# DVC changes params.yaml or deletes any output. E.g. make exp ARGS='-S train.lr=0.001'
+exp: setup
+	PYTHONPATH=. $(BIN)/python -m sceneseg.exp $(ARGS)
+
+# The experiments' table without what did not change, the model's AP and Miou always, no file hashes.
+show: setup
+	PATH="$(abspath $(BIN)):$$PATH" dvc exp show --only-changed --keep '^(AP|Miou)$$' --drop '^(data|models|stages|sceneseg)/'
 
 # Run the experiments queued with `dvc exp run --queue ...`, JOBS at a time, and wait for all of them.
 # SCENESEG_JOBS tells every run how many share the machine (CPU threads = cores / JOBS; on several

@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the sub-command and run it; bad input ends with one clear line and exit code 1."""
     from sceneseg import predict, score  # sub-commands register their own options
 
-    ap = argparse.ArgumentParser(prog="sceneseg", description="Movie scene segmentation on MovieScenes (LGSS).")
+    ap = argparse.ArgumentParser(prog="sceneseg", description="Movie scene segmentation on MovieScenes: predict scenes with a trained "
+                                 "model (simseq by default, or LGSS), score predictions like the Eluvio evaluation.")
     ap.add_argument("--version", action="version", version=f"sceneseg {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     score.add_parser(sub)

@@ -51,6 +51,28 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     return summary, per_movie, systems
 
 
+def headline(summary: dict) -> dict:
+    """The few numbers DVC declares as metrics, so that ``dvc exp show`` fits a terminal: the model's
+    AP and mAP, its Miou and F1 at its validation threshold (top level: short column names), and the
+    AP and Miou of every other system under its name (the references at their own thresholds). Every
+    number of every system stays in ``summary`` (written beside it, not a DVC metric).
+    """
+    tuned = summary["model_tuned"]
+    out = {"AP": summary["model"]["AP"], "mAP": summary["model"]["mAP"], "Miou": tuned["Miou"], "F1": tuned["F1"]}
+    for name, res in summary.items():
+        if name not in ("model", "model_tuned"):
+            out[name] = {"AP": res["AP"], "Miou": res["Miou"]}
+    return out
+
+
+def predictions_doc(movies: list[Movie], prob: dict[str, np.ndarray], threshold: float, model: str) -> dict:
+    """The model's probabilities on the test movies in ``sceneseg predict``'s JSON layout (the keys
+    ``sceneseg score --predictions`` reads), at full precision: scored again they give eval's numbers."""
+    return {"model": model, "threshold": float(threshold),
+            "movies": [{"imdb_id": m.imdb_id, "boundary_prob": np.asarray(prob[m.imdb_id], dtype=np.float64).tolist()}
+                       for m in movies]}
+
+
 def boundary_rate(movies: list[Movie]) -> float:
     """Share of transitions that are scene boundaries, pooled over ``movies``."""
     for m in movies:

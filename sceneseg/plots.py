@@ -95,7 +95,9 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, 
         for f1 in (0.2, 0.4, 0.6, 0.8):  # iso-F1 guides: precision = F1 * R / (2R - F1)
             r = f[2 * f > f1]
             ax.plot(r, f1 * r / (2 * r - f1), color="0.8", lw=0.8, zorder=0)
-            ax.annotate(f"F1={f1}", (0.92, f1 * 0.92 / (1.84 - f1) + 0.01), color="0.55", fontsize=8)
+            # labelled in the right margin, where the guide meets recall 1: no curve can cover the label
+            ax.annotate(f"F1={f1}", (1, f1 / (2 - f1)), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                        textcoords="offset points", va="center", color="0.55", fontsize=8, annotation_clip=False)
         for i, (name, (recall, precision)) in enumerate(curves.items()):
             recall, precision = np.asarray(recall, dtype=float), np.asarray(precision, dtype=float)
             if recall.shape != precision.shape or recall.ndim != 1 or recall.size == 0:
@@ -105,7 +107,9 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, 
             area = ap[name] if ap and name in ap else _step_area(recall, precision)
             order = np.argsort(recall, kind="stable")
             ax.step(recall[order], precision[order], where="pre", lw=2, color=_colour(name, i), label=f"{name} (AP {area:.3f})")
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="Scene boundaries: precision vs recall")
+        # limits a little beyond [0, 1]: a curve at recall 0 or precision 1 stays inside the frame, not on it
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.04), xlabel="recall", ylabel="precision",
+               title="Scene boundaries: precision vs recall")
         ax.set_aspect("equal")
         ax.legend(loc="best", frameon=True, framealpha=0.9)
         _save(fig, out)
@@ -204,6 +208,9 @@ def plot_timeline(
             if end is not None:
                 label += f"\n{_clock((end[lo - 1] + 1 if lo else 0) / fps)}-{_clock(end[hi - 1] / fps)}"
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+            prob_axis = ax.secondary_yaxis("right")  # the left side names the row; the right one the curve
+            prob_axis.set_yticks([0, 0.5, 1])
+            prob_axis.set_ylabel("boundary\nprobability", fontsize=9)
         axes[-1].set_xlabel("shot index (probability of a scene boundary after each shot)")
         true_part = f"{int(gt.sum()) + 1} true scenes, " if has_gt else ""
         title = f"{imdb_id}: {n_shots} shots, {true_part}{int(pred.sum()) + 1} predicted at threshold {threshold:g}"

@@ -1,10 +1,11 @@
-"""``sceneseg predict INPUT --model CHECKPOINT``: scenes of your own movies from a trained model.
+"""``sceneseg predict INPUT... --model CHECKPOINT``: scenes of your own movies from a trained model.
 
-INPUT is one MovieScenes-format movie (a ``.pkl`` pickle, read only through the allow-list loader
-of :mod:`sceneseg.safeload`; or a converted movie folder of ``.npy`` files, see
-:mod:`sceneseg.movies`) or a folder holding such pickles and/or converted folders (for example
+Each INPUT is one MovieScenes-format movie (a ``.pkl`` pickle of any file name, read only through
+the allow-list loader of :mod:`sceneseg.safeload`; or a converted movie folder of ``.npy`` files,
+see :mod:`sceneseg.movies`) or a folder holding such pickles and/or converted folders (for example
 the pipeline's ``data/movies``). Ground truth is not needed; when a movie carries it, its scene
-count, precision/recall/F1 and Miou are reported next to the prediction.
+count, precision/recall/F1 and Miou are reported next to the prediction, and the AP, mAP, Miou
+and F1 of all such movies together.
 
 For each movie the output lists its scenes (first and last shot, first and last frame when
 ``shot_end_frame`` is known, the probability of the boundary that opened the scene) and the
@@ -97,13 +98,17 @@ def find_movies(path: Path) -> list[MovieSource]:
     return found
 
 
-def read_movie(src: MovieSource) -> Movie:
-    """Load one movie: a pickle only through the allow-list loader (labels optional), a folder memory-mapped."""
+def read_movie(src: MovieSource, check_name: bool = True) -> Movie:
+    """Load one movie: a pickle only through the allow-list loader (labels optional), a folder memory-mapped.
+
+    ``check_name``: a pickle's file name must be its imdb id (as in the data set); without, the id
+    inside the pickle names the movie whatever the file is called.
+    """
     if src.kind == "pickle":
         from sceneseg.safeload import read_movie_pickle
 
         try:
-            return read_movie_pickle(src.path, str(src.path), require_labels=False)
+            return read_movie_pickle(src.path, str(src.path), require_labels=False, check_name=check_name)
         except pickle.UnpicklingError as e:  # a refused global: report it like any other bad file
             raise ValueError(str(e)) from None
     return load_movie(src.path)
@@ -187,13 +192,18 @@ def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict
 
 
 def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: torch.device, batch_size: int,
-                plot_dir: Path | None = None, seen: dict[str, Path] | None = None, ignore_shipped: bool = False) -> dict:
+                plot_dir: Path | None = None, seen: dict[str, Path] | None = None, ignore_shipped: bool = False,
+                truth: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, log=None) -> dict:
     """Read, check and predict one movie; draw its timeline when asked. Returns its output record.
 
     ``seen`` (imdb id -> source) refuses a movie read before, before any work or picture.
     ``ignore_shipped``: predict as if the movie had no shipped prediction (from the features alone).
+    ``truth`` collects (ground truth, shot end frames) of the movies that carry both, for the overall scores.
+    A pickle whose file name is not its imdb id is read under the id inside, said once through ``log``.
     """
-    movie = read_movie(src)
+    movie = read_movie(src, check_name=False)
+    if src.kind == "pickle" and src.path.stem != movie.imdb_id and log is not None:
+        log(f"predict: {src.path} holds movie {movie.imdb_id} (the id inside the pickle names it, not the file name)")
     if ignore_shipped:
         movie = dataclasses.replace(movie, baseline=None)
     if seen is not None:
@@ -213,9 +223,11 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
         "scenes": [vars(s) for s in scenes],
         "boundary_prob": prob.tolist(),
     }
-    truth = compare_with_truth(movie, prob, threshold)
-    if truth is not None:
-        record["ground_truth"] = truth
+    compared = compare_with_truth(movie, prob, threshold)
+    if compared is not None:
+        record["ground_truth"] = compared
+        if truth is not None and ends is not None:
+            truth[movie.imdb_id] = (np.asarray(movie.boundary, dtype=bool), ends)
     if plot_dir is not None and n_shots >= 2:
         from sceneseg.plots import plot_timeline
 
@@ -225,11 +237,32 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
     return record
 
 
-def predict_input(input_path: Path, model_path: Path, threshold: float | None = None, device_name: str = "auto",
-                  batch_size: int = 256, plot_dir: Path | None = None, log=None, ignore_shipped: bool = False) -> dict:
-    """Predict every movie of ``input_path`` with the checkpoint at ``model_path`` (one movie in memory at a time).
+def overall_scores(truth: dict[str, tuple[np.ndarray, np.ndarray]], prob: dict[str, np.ndarray],
+                   threshold: float) -> dict:
+    """AP, mAP, Miou, Precision, Recall and F1 of all movies with ground truth and frames together (Eluvio)."""
+    from sceneseg import metrics
 
-    ``threshold`` None uses the threshold stored in the checkpoint. Returns the output document.
+    res = metrics.evaluate({k: g for k, (g, _) in truth.items()}, {k: prob[k] for k in truth},
+                           {k: e for k, (_, e) in truth.items()}, threshold=threshold)
+    return {"n_movies": len(truth), **{k: round(float(res[k]), 4) for k in ("AP", "mAP", "Miou", "Precision", "Recall", "F1")}}
+
+
+def summary_line(rec: dict) -> str:
+    """One stderr line per movie: shots, scenes, the comparison with its ground truth when present, inputs."""
+    gt = rec.get("ground_truth")
+    vs = "" if gt is None else (f" ({gt['n_scenes']} true; F1 {gt['f1']:.3f}" +
+                                (f", Miou {gt['miou']:.3f}" if "miou" in gt else "") + ")")
+    return (f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes{vs} "
+            f"(inputs: {', '.join(rec['inputs'])})")
+
+
+def predict_input(inputs: Path | list[Path], model_path: Path, threshold: float | None = None, device_name: str = "auto",
+                  batch_size: int = 256, plot_dir: Path | None = None, log=None, ignore_shipped: bool = False) -> dict:
+    """Predict every movie of ``inputs`` (one or several paths) with the checkpoint at ``model_path``
+    (one movie in memory at a time); a movie given twice is refused.
+
+    ``threshold`` None uses the threshold stored in the checkpoint. Returns the output document; when
+    movies carry ground truth with frames, its ``ground_truth`` scores them together.
     """
     from sceneseg.checkpoint import load_checkpoint
     from sceneseg.inference import pick_device
@@ -238,21 +271,20 @@ def predict_input(input_path: Path, model_path: Path, threshold: float | None = 
         raise ValueError(f"--threshold: expected a number in [0, 1], found {threshold}")
     if batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive number of sequences, found {batch_size}")
-    sources = find_movies(input_path)
+    sources = [src for path in ([inputs] if isinstance(inputs, (str, Path)) else inputs) for src in find_movies(path)]
     device = pick_device(device_name)
     ckpt = load_checkpoint(Path(model_path), device)
     if threshold is None:
         threshold, threshold_source = ckpt.threshold, f"checkpoint ({ckpt.threshold_metric} on validation)"
     else:
         threshold_source = "--threshold"
-    movies, seen = [], {}
+    movies, seen, truth = [], {}, {}
     for src in sources:
-        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir, seen, ignore_shipped)
+        rec = predict_one(ckpt, src, threshold, device, batch_size, plot_dir, seen, ignore_shipped, truth, log)
         movies.append(rec)
         if log is not None:
-            log(f"predict: {rec['imdb_id']}: {rec['n_shots']} shots -> {rec['n_scenes']} scenes "
-                f"(inputs: {', '.join(rec['inputs'])})")
-    return {
+            log(summary_line(rec))
+    doc = {
         "model": str(model_path),
         "model_kind": ckpt.kind.name,
         "modalities": list(ckpt.feature_dims),
@@ -261,6 +293,15 @@ def predict_input(input_path: Path, model_path: Path, threshold: float | None = 
         "device": str(device),
         "movies": movies,
     }
+    scored = [k for k, (g, _) in truth.items() if len(g) > 0]
+    if scored:
+        doc["ground_truth"] = overall_scores({k: truth[k] for k in scored},
+                                             {m["imdb_id"]: np.asarray(m["boundary_prob"]) for m in movies}, threshold)
+        if log is not None:
+            gt = doc["ground_truth"]
+            log(f"predict: {gt['n_movies']} movies with ground truth: AP {gt['AP']:.3f}, mAP {gt['mAP']:.3f}, "
+                f"Miou {gt['Miou']:.3f}, F1 {gt['F1']:.3f} (threshold {threshold:g})")
+    return doc
 
 
 # ----------------------------------------------------------------------------- output
@@ -317,15 +358,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="predict the scenes of MovieScenes-format movies with a trained checkpoint",
         description=(
-            "Predict scene boundaries of INPUT: one movie (a MovieScenes .pkl, loaded with an allow-list, "
-            "never plain pickle; or a converted movie folder of .npy files) or a folder of them (e.g. "
-            "data/movies). Ground truth is not needed. Output per movie: its scenes (first/last shot; "
+            "Predict scene boundaries of each INPUT: one movie (a MovieScenes .pkl of any file name, loaded with an "
+            "allow-list, never plain pickle; or a converted movie folder of .npy files) or a folder of them (e.g. "
+            "data/movies). Ground truth is not needed; where movies carry it, their scores together are printed "
+            "and added as 'ground_truth'. Output per movie: its scenes (first/last shot; "
             "first/last frame when shot_end_frame is present; the probability of the boundary that opened "
             "the scene) and the probability of every transition (transition t lies between shot t and t+1). "
             "A transition is a boundary when prob >= threshold."
         ),
     )
-    p.add_argument("input", type=Path, metavar="INPUT", help="a .pkl movie, a converted movie folder, or a folder of them")
+    p.add_argument("input", type=Path, nargs="+", metavar="INPUT",
+                   help="a .pkl movie, a converted movie folder, or a folder of them; several may be given")
     p.add_argument("--model", type=Path, required=True, metavar="CHECKPOINT",
                    help="checkpoint written by the train stage (e.g. models/model.pt)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",

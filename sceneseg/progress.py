@@ -31,7 +31,8 @@ def is_terminal(stream: TextIO) -> bool:
 def _without_timing(line: str) -> str:
     """A bar's line without its times and rate (``[00:03<00:00, 7.46epoch/s, loss=...]`` -> ``[, loss=...]``):
     a bar that closes refreshes its last state with a new rate, which is not news."""
-    return re.sub(r"\[[^\[\]]*?/s", "[", line, count=1)
+    # the rate is "7.46epoch/s", or "1.12s/epoch" when a step takes longer than a second
+    return re.sub(r"\[[^\[\]]*?(?:/s\b|s/[A-Za-z]+)", "[", line, count=1)
 
 
 class LineWriter:

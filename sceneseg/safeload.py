@@ -112,8 +112,10 @@ def safe_unpickle(f: BinaryIO, name: str) -> object:
     return obj
 
 
-def read_movie_pickle(path_or_fileobj: Path | str | BinaryIO, name: str, require_labels: bool = True) -> Movie:
-    """Safely load one ``tt*.pkl`` (a path or an open binary file), validate it, return a numpy Movie."""
+def read_movie_pickle(path_or_fileobj: Path | str | BinaryIO, name: str, require_labels: bool = True,
+                      check_name: bool = True) -> Movie:
+    """Safely load one ``tt*.pkl`` (a path or an open binary file), validate it, return a numpy Movie.
+    ``check_name``: the file name must be the movie's imdb id (a data set); off for a user's own file."""
     if isinstance(path_or_fileobj, (str, Path)):
         try:
             with open(path_or_fileobj, "rb") as f:
@@ -122,7 +124,7 @@ def read_movie_pickle(path_or_fileobj: Path | str | BinaryIO, name: str, require
             raise ValueError(f"{name}: cannot read the file ({e.strerror})") from None
     else:
         d = safe_unpickle(path_or_fileobj, name)
-    return movie_from_dict(d, name, require_labels=require_labels)
+    return movie_from_dict(d, name, require_labels=require_labels, check_name=check_name)
 
 
 def _is_movie_member(member: str) -> bool:

@@ -115,10 +115,11 @@ def _check_prediction(value: object, n_shots: int, name: str) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def movie_from_dict(d: dict, name: str, require_labels: bool = True) -> Movie:
+def movie_from_dict(d: dict, name: str, require_labels: bool = True, check_name: bool = True) -> Movie:
     """Validate one MovieScenes movie dict (as unpickled) and convert it to a numpy ``Movie``.
 
-    ``name`` is the file it came from (``.../tt0052357.pkl``): its stem must equal ``imdb_id``.
+    ``name`` is the file it came from (``.../tt0052357.pkl``): its stem must equal ``imdb_id``
+    (unless not ``check_name``: a user's own file may have any name, the id inside is the movie's).
     With ``require_labels`` (a data set) all four modalities, the ground truth and shot end frames
     must be present and a movie needs 2 shots; the shipped prediction is optional (a user's own
     annotated movies have none) but checked when present. Without (a user's own movie for
@@ -140,7 +141,7 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True) -> Movie:
     if not isinstance(imdb_id, str) or not _SAFE_ID.fullmatch(imdb_id):
         raise ValueError(f"{name}: 'imdb_id' expected an id such as 'tt0052357', found {imdb_id!r}")
     stem = re.split(r"[\\/!]", name)[-1].removesuffix(".pkl")  # also "archive.zip!tt1.pkl"
-    if stem != imdb_id:
+    if check_name and stem != imdb_id:
         raise ValueError(f"{name}: 'imdb_id' is {imdb_id!r} but the file name says {stem!r}")
 
     features = _check_features(d, name, min_shots=2 if require_labels else 1)

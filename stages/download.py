@@ -1,6 +1,8 @@
 """Stage download: bring the movies in (synthetic sample, MovieScenes archive or local files),
 validate them and convert them to the safe .npy format under --out."""
 
+import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
+
 from pathlib import Path
 
 from sceneseg.sources import SyntheticSpec, check_source, materialize

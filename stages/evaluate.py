@@ -1,11 +1,15 @@
 """Stage evaluate: predict every transition of every test movie; Eluvio metrics of the model,
-the boosted and stacked references, the shipped predictions and a chance baseline; PR curve data and pictures."""
+the boosted and stacked references, the shipped predictions and a chance baseline; PR curve data and pictures.
+The headline numbers go to --metrics (DVC metrics, one column each in `dvc exp show`); every number of
+every system to --details, per-movie AP and Miou to --per_movie, the model's probabilities to --predictions."""
+
+import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
 
 from pathlib import Path
 
 from sceneseg.boosted import boosted_spec, fit_boosted
 from sceneseg.checkpoint import load_checkpoint
-from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, pr_points, score_systems
+from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, headline, pr_points, predictions_doc, score_systems
 from sceneseg.inference import pick_device
 from sceneseg.models.base import owned_transitions
 from sceneseg.featurecache import attach
@@ -52,8 +56,10 @@ def main(args, params) -> None:
                                                 e.chance_seed, boundary_rate(train_movies), references={
                                                     "boosted": (boost.predict(movies), boost.threshold),
                                                     "stacked": (ref.predict(movies), ref.threshold)})
-    write_json(Path(args.metrics), summary)
+    write_json(Path(args.metrics), headline(summary))
+    write_json(Path(args.details), summary)
     write_json(Path(args.per_movie), per_movie)
+    write_json(Path(args.predictions), predictions_doc(movies, prob, ckpt.threshold, args.model))
     plots = Path(args.plots)
     gt = {m.imdb_id: m.boundary for m in movies}
     for name in PR_SYSTEMS:
@@ -68,4 +74,5 @@ def main(args, params) -> None:
 
 
 if __name__ == "__main__":
-    run(main, stage_args(__doc__, ["movies", "split", "windows", "features", "model", "metrics", "per_movie", "plots", "figures"]))
+    run(main, stage_args(__doc__, ["movies", "split", "windows", "features", "model", "metrics", "details", "per_movie",
+                                   "predictions", "plots", "figures"]))

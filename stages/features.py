@@ -2,6 +2,8 @@
 cross matches per modality, sceneseg.simfeatures), computed once per movie set and feature params,
 so train and evaluate read them instead of computing them in every experiment."""
 
+import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
+
 import time
 from pathlib import Path
 

@@ -1,5 +1,7 @@
 """Stage featurize: LGSS windows (indices into per-movie arrays) for train, val and test."""
 
+import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
+
 from pathlib import Path
 
 from sceneseg.movies import read_index

@@ -2,6 +2,8 @@
 threshold on validation, save a self-contained checkpoint. An interrupted run resumes from its
 last finished epoch (the state lives under data.cache_dir, see sceneseg.resume)."""
 
+import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
+
 import json
 from pathlib import Path
 
@@ -55,7 +57,7 @@ def main(args, params) -> None:
     except WorkerNode as e:  # a machine of a multi-node job other than rank 0's: nothing to write here
         print(f"train: {e}")
         return
-    # no live.end(): it would add a summary metrics.json next to the loss TSVs (metrics/train.json has it)
+    # no live.end(): it would add a summary metrics.json next to the loss TSVs (--metrics and --details have it)
     print(f"train: decision threshold {trained.threshold:.3f} (chosen on validation by {t.threshold_metric})")
     # the params this model depends on: the shared sections and its own (evaluate's do not change it)
     trained_with = {k: v for k, v in to_dict(params).items() if k not in ("evaluate", "models")}
@@ -73,7 +75,10 @@ def main(args, params) -> None:
         "last_val_loss": trained.val_loss[-1], "threshold": trained.threshold, "epochs": epochs,
         "best_epoch": best, **trained.extra,
     }
-    write_json(args.metrics, summary)
+    # the DVC metrics (a few columns of `dvc exp show`): the kept epoch and its train and val loss;
+    # every number (test loss, threshold, last epoch, ...) in --details
+    write_json(args.metrics, {"epoch": best, "train_loss": summary["train_loss"], "val_loss": summary["val_loss"]})
+    write_json(args.details, summary)
     with writing(Path(args.plots) / "loss.png"):
         plot_losses(list(range(1, epochs + 1)), trained.train_loss, trained.val_loss, Path(args.plots) / "loss.png",
                     test=trained.test_loss, kept_epoch=best)
@@ -83,4 +88,4 @@ def main(args, params) -> None:
 
 
 if __name__ == "__main__":
-    run(main, stage_args(__doc__, ["movies", "split", "windows", "features", "model", "metrics", "plots"]))
+    run(main, stage_args(__doc__, ["movies", "split", "windows", "features", "model", "metrics", "details", "plots"]))

@@ -237,11 +237,11 @@ def test_train_stage_with_world_size_2_writes_outputs_that_evaluate_and_predict_
     last_epoch = {"lgss": "epoch   2/2", "simseq": "train simseq: 2/2 epoch"}[model]
     log = r.stdout + r.stderr
     assert log.count(last_epoch) == 1, [ln for ln in log.splitlines() if "2/2" in ln]  # from rank 0 only
-    tr = json.loads((tmp_path / "metrics/train.json").read_text())
+    tr = json.loads((tmp_path / "results/train.json").read_text())
     assert tr["model"] == model and tr["epochs"] == 2 and tr["test_loss"] > 0
     assert (tmp_path / "plots/train/loss.png").stat().st_size > 10_000
     assert len((tmp_path / "plots/train/plots/metrics/loss/val.tsv").read_text().splitlines()) == 3  # header + 2
-    ev = json.loads((tmp_path / "metrics/eval.json").read_text())
+    ev = json.loads((tmp_path / "results/eval.json").read_text())
     assert 0.0 <= ev["model"]["AP"] <= 1.0
     out = sh([str(BIN / "sceneseg"), "predict", "data/movies", "--model", "models/model.pt"], tmp_path)
     assert json.loads(out.stdout)["model_kind"] == model

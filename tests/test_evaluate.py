@@ -212,3 +212,14 @@ def test_draw_hands_each_picture_its_systems_data(tmp_path, monkeypatch):
         assert prob is model_prob[imdb_id] and thr == 0.3 and fps == FPS
         assert t_out == out / f"timeline_{imdb_id}.png"
         np.testing.assert_array_equal(ends, m.shot_end_frame)
+
+
+def test_headline_keeps_the_few_numbers_dvc_shows():
+    from sceneseg.evaluate import headline
+
+    full = {"model": {"AP": 0.8, "mAP": 0.81, "Miou": 0.7, "Precision": 0.6, "Recall": 0.5, "F1": 0.55, "Recall@3s": 0.6},
+            "boosted": {"AP": 0.7, "mAP": 0.71, "Miou": 0.65, "F1": 0.5, "threshold": 0.2},
+            "chance": {"AP": 0.1, "mAP": 0.1, "Miou": 0.3, "F1": 0.05},
+            "model_tuned": {"threshold": 0.4, "Miou": 0.75, "Precision": 0.7, "Recall": 0.6, "F1": 0.64}}
+    assert headline(full) == {"AP": 0.8, "mAP": 0.81, "Miou": 0.75, "F1": 0.64,
+                              "boosted": {"AP": 0.7, "Miou": 0.65}, "chance": {"AP": 0.1, "Miou": 0.3}}

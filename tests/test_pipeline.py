@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
+def sh(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**(env or os.environ), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
@@ -55,15 +56,25 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_dvc_repro_end_to_end(project):
-    sh(["dvc", "repro"], project)
-    ev = json.loads((project / "metrics/eval.json").read_text())
+    r = sh(["dvc", "repro"], project)
+    # window validation: no validation movies of their own, and the split line does not say "0 val"
+    assert "train movies (validation: 20% of their windows), 1 test movies" in r.stdout and " 0 val" not in r.stdout
+    ev = json.loads((project / "results/eval.json").read_text())
     for system in ("model", "boosted", "stacked", "shipped", "chance"):
         for key in ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@3s"):
             assert 0.0 <= ev[system][key] <= 1.0, (system, key)
     assert 0.0 <= ev["model_tuned"]["threshold"] <= 1.0
-    tr = json.loads((project / "metrics/train.json").read_text())
+    tr = json.loads((project / "results/train.json").read_text())
     assert tr["test_loss"] > 0 and tr["train_loss"] > 0 and tr["val_loss"] > 0
-    pm = json.loads((project / "metrics/per_movie.json").read_text())
+    # the DVC metrics are the headline numbers only, copied from the detailed results
+    head = json.loads((project / "metrics/eval.json").read_text())
+    assert head == {"AP": ev["model"]["AP"], "mAP": ev["model"]["mAP"], "Miou": ev["model_tuned"]["Miou"],
+                    "F1": ev["model_tuned"]["F1"],
+                    **{name: {"AP": ev[name]["AP"], "Miou": ev[name]["Miou"]}
+                       for name in ("boosted", "stacked", "shipped", "chance")}}
+    assert json.loads((project / "metrics/train.json").read_text()) == {
+        "epoch": tr["best_epoch"], "train_loss": tr["train_loss"], "val_loss": tr["val_loss"]}
+    pm = json.loads((project / "results/per_movie.json").read_text())
     split = json.loads((project / "data/split.json").read_text())
     assert sorted(pm["model"]["AP"]) == sorted(split["test"])
     assert (project / "plots/train/loss.png").stat().st_size > 10_000
@@ -89,6 +100,37 @@ def test_dvc_repro_end_to_end(project):
     # a second repro does nothing
     again = sh(["dvc", "repro"], project)
     assert "Running stage" not in again.stdout
+    # the committed and ignored files after a run: git sees nothing new but the DVC metrics and plots
+    status = sh(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout.split("\n")
+    assert not [line for line in status if line and not line[3:].startswith(("metrics/", "plots/", "dvc.lock"))], status
+
+
+def test_sceneseg_score_runs_on_the_pipeline_outputs(project):
+    """`sceneseg score` right after a run: the evaluate stage's predictions of the test movies scored
+    against data/movies give its own numbers; data/movies alone scores the shipped predictions."""
+    from sklearn.metrics import average_precision_score
+
+    sh(["dvc", "repro"], project)
+    ev = json.loads((project / "results/eval.json").read_text())
+    out = sh([str(BIN / "sceneseg"), "score", "data/movies", "--predictions", "results/predictions.json"], project)
+    doc = json.loads(out.stdout)
+    split = json.loads((project / "data/split.json").read_text())
+    assert sorted(doc["AP_dict"]) == sorted(split["test"]) and doc["n_movies"] == len(split["test"])
+    for key in ("AP", "mAP", "Miou", "Precision", "Recall", "F1"):
+        assert doc[key] == pytest.approx(ev["model"][key], abs=1e-12), key
+    thr = ev["model_tuned"]["threshold"]
+    tuned = json.loads(sh([str(BIN / "sceneseg"), "score", "data/movies", "--predictions", "results/predictions.json",
+                           "--threshold", str(thr)], project).stdout)
+    assert tuned["Miou"] == pytest.approx(ev["model_tuned"]["Miou"], abs=1e-12)
+    shipped = json.loads(sh([str(BIN / "sceneseg"), "score", "data/movies"], project).stdout)
+    ids = sorted(p.name for p in (project / "data/movies").iterdir() if p.is_dir())
+    gt = np.concatenate([np.load(project / "data/movies" / i / "boundary.npy") for i in ids])
+    base = np.concatenate([np.load(project / "data/movies" / i / "baseline.npy") for i in ids])
+    assert shipped["n_movies"] == 5 and shipped["AP"] == pytest.approx(average_precision_score(gt, base), abs=1e-9)
+
+
+def table_width(text: str) -> int:
+    return max(len(line.rstrip()) for line in text.splitlines())
 
 
 def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
@@ -96,11 +138,34 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], project)
     # the features are computed once: a learning rate (shared or the model's own) reruns only train and evaluate
-    r = sh(["dvc", "exp", "run", "-S", "train.lr=0.001", "-S", "simseq.lr=0.003"], project)
+    r = sh([sys.executable, "-m", "sceneseg.exp", "-S", "train.lr=0.001", "-S", "simseq.lr=0.003"],
+           project)  # = make exp ARGS=...
     ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"train", "evaluate"}, r.stdout
     show = sh(["dvc", "exp", "show", "--json"], project)
     assert "0.001" in show.stdout
+    # a second experiment; then the table a person reads fits a 160-column terminal
+    sh([sys.executable, "-m", "sceneseg.exp", "-S", "train.lr=0.003"], project)
+    wide = {**os.environ, "COLUMNS": "1000"}
+    plain = sh(["dvc", "exp", "show", "--only-changed", "--no-pager"], project, env=wide).stdout
+    assert table_width(plain) <= 160, plain
+    # the worst case of the plain command: every headline number of the model changed
+    every = sh(["dvc", "exp", "show", "--only-changed", "--no-pager", "--keep",
+                "^(AP|mAP|Miou|F1|epoch|train_loss|val_loss)$"], project, env=wide).stdout
+    assert table_width(every) <= 160, every
+    # `make show`'s command at 160 columns: AP and Miou of the baseline and both experiments, in full
+    show_cmd = re.search(r"^show:.*\n\t(.*)$", (project / "Makefile").read_text(), re.M).group(1)
+    show_cmd = show_cmd.split("dvc ", 1)[1].replace("$$", "$")
+    table = sh(["bash", "-c", f"dvc {show_cmd} --no-pager"], project, env={**os.environ, "COLUMNS": "160"}).stdout
+    assert table_width(table) <= 160 and "…" not in table, table
+    header = next(line.split() for line in table.splitlines() if "Experiment" in line)
+    assert "AP" in header and "Miou" in header and not any(h.startswith(("models/", "data/")) for h in header), header
+    rows = [line.split() for line in table.splitlines() if re.search(r"\[\w+-\w+\]", line)]
+    assert len(rows) == 2
+    for row in rows:  # "├── <sha> [name] hh:mm PM": 3 more words than "Experiment Created"
+        assert len(row) == len(header) + 3, (header, row)
+        for key in ("AP", "Miou"):
+            assert 0 <= float(row[header.index(key) + 3]) <= 1, (key, row)
     # a width the features read makes them stale, and with them train
     sh(["git", "checkout", "params.yaml"], project)
     p = yaml.safe_load((project / "params.yaml").read_text())
@@ -164,8 +229,8 @@ def test_models_are_a_choice_and_read_only_their_own_keys(project):
     r = sh(["dvc", "exp", "run", "-S", "train.model=lgss", "-S", "evaluate.recall_window_s=5"], project)
     ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"train", "evaluate"}, r.stdout
-    assert json.loads((project / "metrics/train.json").read_text())["model"] == "lgss"
-    ev = json.loads((project / "metrics/eval.json").read_text())
+    assert json.loads((project / "results/train.json").read_text())["model"] == "lgss"
+    ev = json.loads((project / "results/eval.json").read_text())
     assert "Recall@5s" in ev["model"] and "Recall@3s" not in ev["model"]
     assert 0.0 <= ev["model_tuned"]["Recall@5s"] <= 1.0
     out = sh([str(BIN / "sceneseg"), "predict", "data/movies", "--model", "models/model.pt"], project)
@@ -189,3 +254,41 @@ def test_bad_params_stop_the_stage_with_one_line(project, tmp_path, edit, messag
     assert r.returncode == 1
     assert message in r.stderr and r.stderr.startswith("error: ")
     assert not out.exists()
+
+
+def outputs(project: Path) -> dict[str, bytes]:
+    files = ["params.yaml", "dvc.lock", "models/model.pt", *(f"{d}/{n}" for d in ("metrics", "results")
+                                                             for n in ("eval.json", "train.json"))]
+    return {f: (project / f).read_bytes() for f in files} | {
+        str(p.relative_to(project)): p.read_bytes() for p in sorted((project / "data/movies").rglob("*.npy"))[:8]}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-S", "train.lr=-1"], "params.yaml with -S train.lr=-1: params key 'train.lr': expected a value in (0, 10], found -1.0"),
+    (["-S", "train.epoch=3"], "-S train.epoch=3: unknown params key 'train.epoch' in params.yaml; expected one of train.batch_size"),
+    (["-S", "+train.epoch=3"], "unknown params key 'train.epoch'"),
+    (["-S", "data.source=local", "-S", "data.path=/nonexistent"], "data.path: expected a zip archive or a folder of tt*.pkl, /nonexistent does not exist"),
+    (["--queue", "-S", "train.lr=0.001,-2"], "params.yaml with -S train.lr=-2: params key 'train.lr'"),
+    (["-S", "train.lr=[1"], "-S train.lr=[1: not a valid override"),
+])
+def test_a_failed_experiment_leaves_params_and_outputs_intact(project, args, message):
+    """`make exp` checks the params an experiment would run with before DVC touches anything."""
+    sh(["dvc", "repro"], project)
+    before = outputs(project)
+    r = sh([sys.executable, "-m", "sceneseg.exp", *args], project, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert lines[0].endswith("nothing was run, params.yaml and the outputs are unchanged")
+    assert outputs(project) == before
+    assert "Running stage" not in r.stdout
+
+
+def test_a_stage_outside_the_venv_says_to_activate_it(project):
+    """A stage started by a python without the project's packages: one line, exit 1, no traceback."""
+    r = subprocess.run([sys.executable, "-E", "-S", "stages/split.py", "--movies", "data/movies", "--out", "x.json"],
+                       cwd=project, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "lacks the project's packages" in r.stderr and "source .venv/bin/activate" in r.stderr
+    assert "Traceback" not in r.stderr and not (project / "x.json").exists()

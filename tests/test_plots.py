@@ -90,3 +90,35 @@ def test_bad_input_is_refused(tmp_path):
     with pytest.raises(ValueError, match="tt9.*shot_end_frame"):
         plots.plot_timeline("tt9", gt, prob, 0.5, tmp_path / "x.png", shot_end_frame=ends[:-1])
     assert not (tmp_path / "x.png").exists()
+
+
+def captured_figure(monkeypatch):
+    """The Figure a plot function saves (plots._save replaced by a recorder)."""
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figs.append(fig))
+    return figs
+
+
+def test_pr_curves_stay_off_the_frame_and_the_iso_f1_labels(monkeypatch, tmp_path):
+    figs = captured_figure(monkeypatch)
+    r = np.linspace(1, 0, 50)
+    plots.plot_pr_curves({"model": (r, np.where(r < 0.3, 1.0, 1 - 0.5 * r))}, tmp_path / "pr.png")
+    ax = figs[0].axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo < 0 and hi > 1  # recall 0 and 1 inside the frame
+    lo, hi = ax.get_ylim()
+    assert lo < 0 and hi > 1  # precision 1 below the top edge
+    labels = [t for t in ax.texts if t.get_text().startswith("F1=")]
+    assert [t.get_text() for t in labels] == ["F1=0.2", "F1=0.4", "F1=0.6", "F1=0.8"]
+    for t in labels:  # anchored on the right edge (axes x = 1), written outward: no curve runs there
+        assert t.xy[0] == 1 and t.xycoords == ("axes fraction", "data") and t.get_position()[0] > 0
+
+
+def test_timeline_names_its_probability_axis(monkeypatch, tmp_path):
+    figs = captured_figure(monkeypatch)
+    gt, prob, ends = fake_movie(1300)
+    plots.plot_timeline("tt0000001", gt, prob, 0.4, tmp_path / "t.png", shot_end_frame=ends)
+    rows = [ax for ax in figs[0].axes if ax.get_ylabel().startswith("shots")]
+    prob_axes = [c for ax in rows for c in ax.child_axes if "probability" in c.get_ylabel()]  # one per row
+    assert len(rows) == 3 and len(prob_axes) == 3
+    assert [list(ax.get_yticks()) for ax in prob_axes] == [[0, 0.5, 1]] * 3

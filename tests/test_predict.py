@@ -310,3 +310,50 @@ def test_a_movie_twice_in_a_folder_is_refused_before_predicting_it_again(tmp_pat
     assert rc == 1 and out == ""
     assert "movie tt0000001 was already read from" in err
     assert drawn == ["tt0000001"]  # the second copy was neither predicted nor drawn over the first
+
+
+def test_several_inputs_one_line_each_and_the_overall_scores(tmp_path, capsys):
+    """Files and folders together; one stderr line per movie; AP / mAP / Miou of the labelled ones."""
+    from sklearn.metrics import average_precision_score
+
+    tiny_checkpoint(tmp_path / "m.pt", threshold=0.5)
+    a, b = tiny_movie("tt0000071", 14, seed=71), tiny_movie("tt0000072", 11, seed=72)
+    save_movie(a, tmp_path / "set1")
+    save_movie(b, tmp_path / "set2")
+    user = write_pickle(tmp_path / "own", "tt0000073", 9, seed=73)  # no ground truth
+    rc, out, err = run_predict([str(tmp_path / "set1"), str(tmp_path / "set2" / "tt0000072"), str(user),
+                                "--model", str(tmp_path / "m.pt")], capsys)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert [m["imdb_id"] for m in doc["movies"]] == ["tt0000071", "tt0000072", "tt0000073"]
+    lines = err.strip().splitlines()
+    assert [line.split(":")[1].strip() for line in lines[:3]] == ["tt0000071", "tt0000072", "tt0000073"]
+    assert f"-> {doc['movies'][0]['n_scenes']} scenes ({int(a.boundary.sum()) + 1} true; F1 " in lines[0]
+    assert "true" not in lines[2]  # the user's movie has no ground truth
+    # overall: pooled AP, mean per-movie AP and Miou of the two labelled movies, by hand
+    probs = {m["imdb_id"]: np.array(m["boundary_prob"]) for m in doc["movies"]}
+    gt = {"tt0000071": a.boundary, "tt0000072": b.boundary}
+    pooled = average_precision_score(np.concatenate(list(gt.values())), np.concatenate([probs[k] for k in gt]))
+    per_movie = [average_precision_score(g, probs[k]) for k, g in gt.items()]
+    overall = doc["ground_truth"]
+    assert overall["n_movies"] == 2
+    assert overall["AP"] == pytest.approx(pooled, abs=1e-4) and overall["mAP"] == pytest.approx(np.mean(per_movie), abs=1e-4)
+    assert overall["Miou"] == pytest.approx(np.mean([m["ground_truth"]["miou"] for m in doc["movies"][:2]]), abs=2e-4)
+    assert lines[3] == (f"predict: 2 movies with ground truth: AP {overall['AP']:.3f}, mAP {overall['mAP']:.3f}, "
+                        f"Miou {overall['Miou']:.3f}, F1 {overall['F1']:.3f} (threshold 0.5)")
+    # the same movie through two inputs is refused
+    rc, out, err = run_predict([str(tmp_path / "set1"), str(tmp_path / "set1" / "tt0000071"), "--model",
+                                str(tmp_path / "m.pt")], capsys)
+    assert rc == 1 and "movie tt0000071 was already read from" in err
+
+
+def test_a_pickle_of_any_file_name_is_read_under_the_id_inside(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / "m.pt")
+    path = write_pickle(tmp_path, "tt0000081", 10, seed=81)
+    mine = path.rename(tmp_path / "my movie.pkl")
+    rc, out, err = run_predict([str(mine), "--model", str(tmp_path / "m.pt")], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["movies"][0]["imdb_id"] == "tt0000081"
+    said = [line for line in err.splitlines() if "holds movie" in line]
+    assert said == [f"predict: {mine} holds movie tt0000081 (the id inside the pickle names it, not the file name)"]
+    assert "overall" not in err and "ground truth:" not in err  # no labels: no overall scores

@@ -95,3 +95,13 @@ def test_the_same_state_is_not_written_twice(monkeypatch):
     w.write("\n")
     assert log.getvalue().splitlines() == [f"train: {n}/2 epoch [00:00<00:00, {r}epoch/s, loss={n}]"
                                            for n, r in ((0, "?"), (1, "7.50"), (2, "7.46"))]
+
+
+def test_a_closing_bar_is_not_repeated_whatever_its_rate_format():
+    from sceneseg.progress import _without_timing
+
+    fast = ("train: 2/2 epoch (100%) [00:02<00:00, 7.46epoch/s, val=0.63]", "train: 2/2 epoch (100%) [00:02<00:00, 7.12epoch/s, val=0.63]")
+    slow = ("train: 2/2 epoch (100%) [00:02<00:00,  1.12s/epoch, val=0.63]", "train: 2/2 epoch (100%) [00:02<00:00,  1.14s/epoch, val=0.63]")
+    for a, b in (fast, slow):
+        assert _without_timing(a) == _without_timing(b) == "train: 2/2 epoch (100%) [, val=0.63]"
+    assert _without_timing(slow[0]) != _without_timing(slow[0].replace("val=0.63", "val=0.64"))

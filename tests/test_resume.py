@@ -35,10 +35,12 @@ def run_stage(name: str, cwd: Path, *args: str) -> None:
     """Run a stage script in this process (no interpreter start-up), as dvc would run it in ``cwd``."""
     argv, handler, here = sys.argv, signal.getsignal(signal.SIGTERM), os.getcwd()
     sys.argv = [f"stages/{name}.py", "--params", "params.yaml", *args]
+    sys.path.insert(0, str(ROOT / "stages"))  # as `python stages/x.py` has it (the stages import _venv)
     os.chdir(cwd)
     try:
         runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="__main__")
     finally:
+        sys.path.remove(str(ROOT / "stages"))
         sys.argv = argv
         os.chdir(here)
         signal.signal(signal.SIGTERM, handler)
@@ -62,7 +64,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 def train_cmd(model: str, out: str) -> list[str]:
     return [sys.executable, str(ROOT / "stages/train.py"), "--params", f"params-{model}.yaml", *DATA_ARGS,
-            "--model", f"{out}/model.pt", "--metrics", f"{out}/train.json", "--plots", f"{out}/plots"]
+            "--model", f"{out}/model.pt", "--metrics", f"{out}/train.json", "--details", f"{out}/train_details.json",
+            "--plots", f"{out}/plots"]
 
 
 def saved_epoch(d: Path) -> int:
@@ -100,7 +103,7 @@ def interrupt_after(d: Path, model: str, epoch: int, sig: int) -> tuple[subproce
 def outputs(d: Path, out: str) -> dict:
     ckpt = torch.load(d / out / "model.pt", weights_only=True)
     tsv = {p.name: p.read_bytes() for p in sorted((d / out / "plots").rglob("*.tsv"))}
-    return {"metrics": json.loads((d / out / "train.json").read_text()), "tsv": tsv,
+    return {"metrics": json.loads((d / out / "train_details.json").read_text()), "tsv": tsv,
             "weights": ckpt["state_dict"], "threshold": ckpt["threshold"]}
 
 

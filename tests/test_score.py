@@ -9,6 +9,7 @@ import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +125,53 @@ def test_score_refuses_a_pickle_that_runs_code(tmp_path, capsys):
     (tmp_path / "tt0000001.pkl").write_bytes(pickle.dumps({"imdb_id": Evil()}))
     rc, out, err = run_cli([str(tmp_path)], capsys)
     assert rc == 1 and "pwned" not in out and "refused" in err
+
+
+def test_score_reads_converted_movies_and_a_predictions_file(tmp_path, capsys):
+    """data/movies scores its shipped predictions (as the pickles do); --predictions scores a predict JSON."""
+    from sklearn.metrics import average_precision_score
+
+    from sceneseg.movies import save_movie
+    from sceneseg.validate import movie_from_dict
+
+    dicts = [movie_dict(f"tt000009{i}", n, seed=90 + i) for i, n in enumerate([40, 75, 60])]
+    write_pickles(tmp_path / "pkl", dicts)
+    for d in dicts:
+        save_movie(movie_from_dict(d, f"{d['imdb_id']}.pkl"), tmp_path / "movies")
+    (tmp_path / "movies" / "index.json").write_text("{}")
+    rc, from_pickles, _ = run_cli([str(tmp_path / "pkl")], capsys)
+    rc2, converted, err = run_cli([str(tmp_path / "movies")], capsys)
+    assert rc == rc2 == 0, err
+    a, b = json.loads(from_pickles), json.loads(converted)
+    for k in ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "AP_dict", "Miou_dict"):
+        assert b[k] == pytest.approx(a[k], abs=1e-7), k  # the converted copy keeps the prediction in float32
+    # a predictions file for two of the three movies: only those are scored, with its probabilities
+    rng = torch.Generator().manual_seed(5)
+    probs = {d["imdb_id"]: torch.rand(len(d[GT_KEY]), generator=rng).double().numpy() for d in dicts[:2]}
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"model": "x", "movies": [{"imdb_id": k, "boundary_prob": v.tolist()} for k, v in probs.items()]}))
+    rc, out, err = run_cli([str(tmp_path / "movies"), "--predictions", str(pred)], capsys)
+    assert rc == 0, err
+    s = json.loads(out)
+    gt = {d["imdb_id"]: d[GT_KEY].numpy() for d in dicts[:2]}
+    assert s["n_movies"] == 2 and sorted(s["AP_dict"]) == sorted(probs)
+    pooled = average_precision_score(np.concatenate(list(gt.values())), np.concatenate([probs[k] for k in gt]))
+    assert s["AP"] == pytest.approx(pooled, abs=1e-12)
+    assert s["AP_dict"]["tt0000090"] == pytest.approx(average_precision_score(gt["tt0000090"], probs["tt0000090"]), abs=1e-12)
+    # the pickles' folder takes a predictions file too
+    rc, out_pkl, _ = run_cli([str(tmp_path / "pkl"), "--predictions", str(pred)], capsys)
+    assert rc == 0 and json.loads(out_pkl)["AP"] == s["AP"]
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"movies": [{"imdb_id": "tt0000099", "boundary_prob": [0.5] * 39}]}, "expected the ground truth of every predicted movie, missing tt0000099"),
+    ({"movies": [{"imdb_id": "tt0000090", "boundary_prob": [1.5] * 39}]}, "movie tt0000090: expected probabilities in [0, 1]"),
+    ({"scenes": []}, "expected the JSON of `sceneseg predict` (a 'movies' list)"),
+    ({"movies": [{"imdb_id": "tt0000090", "boundary_prob": [0.5] * 3}]}, "tt0000090"),
+])
+def test_score_bad_predictions_file_is_one_line(tmp_path, capsys, doc, message):
+    write_pickles(tmp_path / "pkl", [movie_dict("tt0000090", 40, seed=1)])
+    (tmp_path / "pred.json").write_text(json.dumps(doc))
+    rc, out, err = run_cli([str(tmp_path / "pkl"), "--predictions", str(tmp_path / "pred.json")], capsys)
+    assert rc == 1 and out == "" and err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -113,6 +113,7 @@ def test_featurize_on_a_full_disk_leaves_no_windows(tmp_path, monkeypatch, capsy
         raise ENOSPC
 
     monkeypatch.setattr(np, "savez", full)
+    monkeypatch.syspath_prepend(str(ROOT / "stages"))  # as `python stages/featurize.py` has it (it imports _venv)
     monkeypatch.setattr(sys, "argv", ["featurize.py", "--params", str(ROOT / "params.yaml"), "--movies",
                                       str(tmp_path / "movies"), "--split", str(tmp_path / "split.json"),
                                       "--out", str(tmp_path / "windows")])
