@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 from test_pipeline import tiny_params
-from test_resume import run_stage
+from test_resume import run_data_stages, run_stage
 
 DATA = ["--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows",
         "--features", "data/features"]
@@ -23,10 +23,7 @@ def train_in(d: Path) -> str:
     p["train"].update(epochs=2, num_threads=1)
     p["simseq"]["tree_iters"] = 5
     (d / "params.yaml").write_text(yaml.safe_dump(p))
-    run_stage("download", d, "--out", "data/movies")
-    run_stage("split", d, "--movies", "data/movies", "--out", "data/split.json")
-    run_stage("featurize", d, "--movies", "data/movies", "--split", "data/split.json", "--out", "data/windows")
-    run_stage("features", d, "--movies", "data/movies", "--out", "data/features")
+    run_data_stages(d)
     run_stage("train", d, *DATA, "--model", "models/model.pt", "--metrics", "metrics/train.json",
               "--details", "results/train.json", "--plots", "plots/train")
     return hashlib.md5((d / "models/model.pt").read_bytes()).hexdigest()

@@ -46,6 +46,14 @@ def run_stage(name: str, cwd: Path, *args: str) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def run_data_stages(d: Path) -> None:
+    """The stages before train (download, split, featurize, features) in ``d``, on its params.yaml."""
+    run_stage("download", d, "--out", "data/movies")
+    run_stage("split", d, "--movies", "data/movies", "--out", "data/split.json")
+    run_stage("featurize", d, "--movies", "data/movies", "--split", "data/split.json", "--out", "data/windows")
+    run_stage("features", d, "--movies", "data/movies", "--out", "data/features")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """Tiny data: the download, split and featurize stages on a small synthetic set."""
@@ -55,10 +63,7 @@ def data_dir(tmp_path_factory) -> Path:
     p["train"].update(epochs=EPOCHS, batch_size=2, num_threads=1)
     p["simseq"]["patience"] = 0
     (d / "params.yaml").write_text(yaml.safe_dump(p))
-    run_stage("download", d, "--out", "data/movies")
-    run_stage("split", d, "--movies", "data/movies", "--out", "data/split.json")
-    run_stage("featurize", d, "--movies", "data/movies", "--split", "data/split.json", "--out", "data/windows")
-    run_stage("features", d, "--movies", "data/movies", "--out", "data/features")
+    run_data_stages(d)
     return d
 
 

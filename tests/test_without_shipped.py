@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_pipeline import tiny_params
-from test_resume import run_stage
+from test_resume import run_data_stages, run_stage
 
 from sceneseg.checkpoint import load_checkpoint
 from sceneseg.movies import PRED_KEY, load_movies
@@ -40,15 +40,13 @@ def run_pipeline(d: Path, model: str) -> tuple[dict, dict, dict]:
     p["train"].update(model=model, num_threads=1)
     p["simseq"]["tree_iters"] = 20
     (d / "params.yaml").write_text(yaml.safe_dump(p))
-    run_stage("download", d, "--out", "data/movies")
-    run_stage("split", d, "--movies", "data/movies", "--out", "data/split.json")
-    run_stage("featurize", d, "--movies", "data/movies", "--split", "data/split.json", "--out", "data/windows")
-    run_stage("features", d, "--movies", "data/movies", "--out", "data/features")
+    run_data_stages(d)
     run_stage("train", d, *DATA, "--model", "models/model.pt", "--metrics", "metrics/train.json",
-              "--plots", "plots/train")
+              "--details", "results/train.json", "--plots", "plots/train")
     run_stage("evaluate", d, *DATA, "--model", "models/model.pt", "--metrics", "metrics/eval.json",
-              "--per_movie", "metrics/per_movie.json", "--plots", "plots/eval", "--figures", "plots/eval/figures")
-    return tuple(json.loads((d / f"metrics/{f}.json").read_text()) for f in ("eval", "per_movie", "train"))
+              "--details", "results/eval.json", "--per_movie", "results/per_movie.json",
+              "--predictions", "results/predictions.json", "--plots", "plots/eval", "--figures", "plots/eval/figures")
+    return tuple(json.loads((d / f"results/{f}.json").read_text()) for f in ("eval", "per_movie", "train"))
 
 
 @pytest.mark.parametrize("model", ["simseq", "lgss"])
@@ -60,6 +58,8 @@ def test_a_set_without_shipped_predictions_trains_and_evaluates(model, tmp_path,
         assert 0.0 <= ev[system]["AP"] <= 1.0 and 0.0 <= ev[system]["Miou"] <= 1.0, system
     test = json.loads((tmp_path / "data/split.json").read_text())["test"]
     assert ev["shipped"] == {"absent": f"no shipped prediction in any of the {len(test)} test movies"}
+    headline = json.loads((tmp_path / "metrics/eval.json").read_text())  # the DVC metrics say so too
+    assert headline["shipped"] == ev["shipped"] and headline["boosted"]["AP"] == ev["boosted"]["AP"]
     assert "shipped" not in per_movie and not (tmp_path / "plots/eval/pr_shipped.json").exists()
     assert tr["model"] == model and tr["test_loss"] > 0
     assert "evaluate: no shipped prediction in any of the 5 movies: the references read the features alone" in out
