@@ -11,30 +11,45 @@ loaded as a real checkpoint:
   512, fc 100, seq_len 10).
 
 Times the whole command path (find, load, check, similarity features, forward, scenes; JSON
-formatting included) on the chosen device, for a few batch sizes (LGSS's windows; the default
-model reads the whole movie at once).
+formatting included) on the chosen device, with ``--threads`` applied as ``sceneseg predict``
+applies it (torch and numpy's BLAS), for a few batch sizes (LGSS's windows; the default model
+reads the whole movie at once), and where the time goes: each part is the time spent in the
+functions the command calls for it (load: checkpoint, movie, checks; features; trees; network:
+the GRU net or LGSS; rest: finding the movie, scenes, JSON), as measured in the fastest of the
+repeats. ``--before REV`` also runs ``sceneseg/predict.py`` and ``sceneseg/models/trees.py`` as
+they were at the git revision REV, alternating with today's in the same run (a ratio per part,
+and the largest difference of the written probabilities). The machine's load average is printed
+before and after: compare ratios within one run.
 
-    .venv/bin/python bench/bench_predict.py [--model simseq] [--shots 3096] [--device auto] [--threads 1]
+    .venv/bin/python bench/bench_predict.py [--model simseq] [--shots 3096] [--device auto] [--threads 1] [--before REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
+import types
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+import sceneseg.checkpoint
+import sceneseg.models.simseq
+import sceneseg.predict
 from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import load_params
 from sceneseg.model import LGSS, ModelConfig
-from sceneseg.models.simseq import SimSeqTrees, movie_features, tree_inputs
+from sceneseg.models.simseq import SimSeqNet, SimSeqTrees, movie_features, tree_inputs
 from sceneseg.models.trees import TreeEnsemble
 from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
-from sceneseg.predict import format_json, predict_input
+from sceneseg.predict import format_json
 from sceneseg.synthetic import generate_movie
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,17 +80,108 @@ def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
     return model, cfg
 
 
+def source_at(rev: str, path: str, name: str) -> types.ModuleType:
+    """The file ``path`` of this repository as it was at git revision ``rev``, loaded as a module."""
+    code = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True)
+    mod = types.ModuleType(name)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    exec(compile(code.stdout, f"{rev}:{path}", "exec"), mod.__dict__)
+    return mod
+
+
+def timed_parts(model: str, predict_mod: types.ModuleType) -> list[tuple[object, str, str]]:
+    """(owner, attribute, part): the functions whose time makes up each part of a `predict` call."""
+    parts = [(sceneseg.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
+             (predict_mod, "check_movie", "load")]
+    if model == "simseq":
+        return parts + [(sceneseg.models.simseq, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
+                        (SimSeqNet, "forward", "network")]
+    return parts + [(LGSS, "forward", "network")]
+
+
+@contextmanager
+def clocked(targets: list[tuple[object, str, str]], seconds: dict[str, float]):
+    """Within the block each target adds the seconds of its calls to ``seconds[part]``."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+
+    def clock(fn, part):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[part] += time.perf_counter() - t0
+        return call
+
+    for (owner, name, fn), (_, _, part) in zip(saved, targets):
+        setattr(owner, name, clock(fn, part))
+    try:
+        yield
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
+PARTS = ("load", "features", "trees", "network", "rest")
+
+
+def run_once(version: dict, model: str, movie: Path, ckpt: Path, device: str, batch_size: int, threads: int):
+    """One `predict` of ``movie`` by ``version`` (its predict module, tree evaluation, thread setting):
+    (total seconds, seconds per part, the output document)."""
+    seconds = dict.fromkeys(PARTS, 0.0)
+    forward = TreeEnsemble.forward
+    TreeEnsemble.forward = version["trees_forward"]
+    try:
+        with clocked(timed_parts(model, version["predict"]), seconds), version["threads"](threads):
+            t0 = time.perf_counter()
+            doc = version["predict"].predict_input(movie, ckpt, device_name=device, batch_size=batch_size)
+            format_json(doc)
+            total = time.perf_counter() - t0
+    finally:
+        TreeEnsemble.forward = forward
+    seconds["rest"] = total - sum(seconds.values())
+    return total, seconds, doc
+
+
+@contextmanager
+def torch_threads_only(n: int):
+    """How `sceneseg predict --threads` set threads before it limited numpy's BLAS as well."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def versions(before: str) -> dict[str, dict]:
+    """``now`` and, with ``before``, the predict path at that git revision."""
+    out = {"now": {"predict": sceneseg.predict, "trees_forward": TreeEnsemble.forward,
+                   "threads": sceneseg.predict.cpu_threads}}
+    if before:
+        old = source_at(before, "sceneseg/predict.py", "predict_before")
+        out[before] = {"predict": old, "trees_forward": source_at(before, "sceneseg/models/trees.py",
+                                                                  "trees_before").TreeEnsemble.forward,
+                       "threads": getattr(old, "cpu_threads", torch_threads_only)}
+    return out
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["simseq", "lgss"], default="simseq")
     ap.add_argument("--shots", type=int, default=3096)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-sizes", default="256")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (as `sceneseg predict --threads`); 0 = torch's default")
+    ap.add_argument("--threads", type=int, default=1, help="as `sceneseg predict --threads` (torch and numpy's BLAS); "
+                    "0 = their defaults")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--before", default="", help="a git revision whose predict path to time as well, in the same run")
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    runs = versions(a.before)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         save_movie(synthetic("tt0000001", a.shots, 0), tmp)
@@ -93,17 +199,29 @@ def main() -> None:
             cfg = {"net": cfg.to_dict(), "seq_len": 10}
         save_checkpoint(tmp / "model.pt", a.model, model, cfg, 0.5, "fixed", params={}, commit="bench")
         print(f"movie: {a.shots} shots ({a.shots - 1} transitions); model {about}; torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
+              f"--threads {a.threads}; {load_average()}")
         for bs in [int(x) for x in a.batch_sizes.split(",")]:
-            times = []
-            for _ in range(a.repeats):
-                t0 = time.perf_counter()
-                doc = predict_input(tmp / "tt0000001", tmp / "model.pt", device_name=a.device, batch_size=bs)
-                format_json(doc)
-                times.append(time.perf_counter() - t0)
-            m = doc["movies"][0]
-            print(f"batch {bs:5d}: {min(times):6.2f} s best of {a.repeats} ({', '.join(f'{t:.2f}' for t in times)}) "
-                  f"on {doc['device']}; {(a.shots - 1) / min(times):,.0f} transitions/s; {m['n_scenes']} scenes")
+            results = {name: [] for name in runs}
+            for _ in range(a.repeats):  # the versions alternate: both see the same load
+                for name, version in runs.items():
+                    results[name].append(run_once(version, a.model, tmp / "tt0000001", tmp / "model.pt", a.device,
+                                                  bs, a.threads))
+            print(f"batch {bs}:")
+            best = {name: min(res, key=lambda r: r[0]) for name, res in results.items()}
+            for name, res in results.items():
+                total, parts, doc = best[name]
+                m = doc["movies"][0]
+                print(f"  {name:>10}: {total:6.2f} s best of {a.repeats} ({', '.join(f'{r[0]:.2f}' for r in res)}) "
+                      f"on {doc['device']}; {(a.shots - 1) / total:,.0f} transitions/s; {m['n_scenes']} scenes; "
+                      + ", ".join(f"{p} {parts[p]:.3f}" for p in PARTS))
+            if a.before:
+                now, old = best["now"], best[a.before]
+                diff = np.abs(np.subtract(now[2]["movies"][0]["boundary_prob"], old[2]["movies"][0]["boundary_prob"]))
+                print(f"  {a.before} / now: total {old[0] / now[0]:.1f}x; "
+                      + ", ".join(f"{p} {old[1][p] / max(now[1][p], 1e-9):.1f}x" for p in PARTS)
+                      + f"; largest difference of the written probabilities {diff.max():.1e}, same scenes: "
+                      f"{now[2]['movies'][0]['scenes'] == old[2]['movies'][0]['scenes']}")
+        print(load_average())
 
 
 if __name__ == "__main__":

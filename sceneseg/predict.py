@@ -22,6 +22,8 @@ import dataclasses
 import json
 import pickle
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,9 +152,28 @@ def check_movie(movie: Movie, source: Path, feature_dims: dict[str, int]) -> int
 
 def predict_movie(ckpt: Checkpoint, movie: Movie, n_shots: int, device: torch.device, batch_size: int) -> np.ndarray:
     """Boundary probability of each of the N-1 transitions of one checked movie: [N-1] float64."""
+    import torch
+
     if n_shots < 2:
         return np.zeros(0, dtype=np.float64)  # one shot: no transition, no model call
-    return ckpt.predict([movie], device, batch_size)[movie.imdb_id]
+    with torch.inference_mode():  # no autograd bookkeeping at all (no_grad still keeps version counters)
+        return ckpt.predict([movie], device, batch_size)[movie.imdb_id]
+
+
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` CPU threads for torch and for numpy's BLAS (the similarity features'
+    matrix products); 0 leaves both as they are. Both settings are restored afterwards."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        with threadpool_limits(n or None, user_api="blas"):  # None: no limit
+            yield
+    finally:
+        torch.set_num_threads(before)  # callers of main() in the same process keep their setting
 
 
 def scenes_from_probs(prob: np.ndarray, threshold: float, shot_end_frame: np.ndarray | None = None) -> list[Scene]:
@@ -386,8 +407,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (default) = CUDA, else Apple MPS, else CPU")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="sequences of transitions per inference batch (default 256)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads for torch; 0 = torch's default. Default 1: on a busy 2-core machine two "
-                   "threads ran 6-15x slower than one (on an idle one, about 25%% faster)")
+                   help="CPU threads for torch and numpy's BLAS; 0 = their defaults. Default 1: on a busy 2-core "
+                   "machine two threads ran 3-15x slower than one (on an idle one, about 25%% faster)")
     p.add_argument("--ignore-shipped", action="store_true",
                    help="predict from the features alone, even where a movie carries the dataset's shipped prediction")
     p.set_defaults(func=run)
@@ -399,15 +420,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--format csv writes two files (scenes and probabilities): give --out FILE.csv")
     if args.threads < 0:
         raise ValueError(f"--threads: expected 0 (torch's default) or a positive number, found {args.threads}")
-    import torch
-
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads or threads_before)
-    try:
+    with cpu_threads(args.threads):
         doc = predict_input(args.input, args.model, args.threshold, args.device, args.batch_size, args.plot,
                             log=lambda msg: print(msg, file=sys.stderr), ignore_shipped=args.ignore_shipped)
-    finally:
-        torch.set_num_threads(threads_before)  # callers of main() in the same process keep their setting
     if args.format == "csv":
         scenes, probs = write_csv(doc, args.out, doc["threshold"])
         print(f"predict: scenes in {scenes}, probabilities in {probs}", file=sys.stderr)

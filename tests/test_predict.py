@@ -157,6 +157,23 @@ def test_stored_threshold_is_the_default_and_the_flag_overrides_it(tmp_path, cap
     assert json.loads(out)["movies"][0]["n_scenes"] == 40  # every transition a boundary: one scene per shot
 
 
+def test_cpu_threads_limit_torch_and_blas_then_restore():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    np.ones((2, 2)) @ np.ones((2, 2))  # numpy's BLAS is loaded
+    torch_before = torch.get_num_threads()
+    with threadpool_limits(3, user_api="blas"):  # a known setting to come back to (OMP_NUM_THREADS=1 in CI)
+        assert blas() == {3}
+        with predict.cpu_threads(1):
+            assert torch.get_num_threads() == 1 and blas() == {1}  # numpy's BLAS too: the features' products
+        assert torch.get_num_threads() == torch_before and blas() == {3}
+        with predict.cpu_threads(0):  # 0: both as they were
+            assert torch.get_num_threads() == torch_before and blas() == {3}
+
+
 def test_csv_writes_scenes_and_probabilities_files(tmp_path, capsys):
     tiny_checkpoint(tmp_path / "m.pt", threshold=0.5)
     for i, n in enumerate([30, 12]):

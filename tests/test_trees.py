@@ -1,14 +1,17 @@
 """Boosted trees kept as tensors (sceneseg.models.trees): the same scores as scikit-learn's, missing
-values included, and a round trip through a weights-only checkpoint."""
+values included, bit for bit the sum of a plain tree-by-tree walk, and a round trip through a
+weights-only checkpoint."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+import pytest
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from sceneseg.models import trees as trees_module
 from sceneseg.models.trees import TreeEnsemble, export_trees
 
 
@@ -18,6 +21,22 @@ def fitted(seed: int = 0, n: int = 2000, iters: int = 60):
     y = (x[:, 0] + x[:, 1] * x[:, 2] + 0.5 * rng.standard_normal(n)) > 0.3
     x[rng.random(x.shape) < 0.1] = np.nan  # the trees learn where missing values go
     return x, HistGradientBoostingClassifier(max_iter=iters, random_state=0).fit(x, y)
+
+
+def walked(clf: HistGradientBoostingClassifier, x: np.ndarray) -> np.ndarray:
+    """Reference: each row down each of scikit-learn's trees one node at a time, the leaf values added
+    to the baseline in tree order."""
+    out = np.full(len(x), float(np.ravel(clf._baseline_prediction)[0]))
+    for p in clf._predictors:
+        nodes = p[0].nodes
+        for r, row in enumerate(x):
+            n = 0
+            while not nodes["is_leaf"][n]:
+                v = row[nodes["feature_idx"][n]]
+                left = nodes["missing_go_to_left"][n] if np.isnan(v) else v <= nodes["num_threshold"][n]
+                n = nodes["left"][n] if left else nodes["right"][n]
+            out[r] += nodes["value"][n]
+    return out
 
 
 def test_tensor_trees_give_sklearns_scores_with_missing_values():
@@ -30,6 +49,55 @@ def test_tensor_trees_give_sklearns_scores_with_missing_values():
     for data in (x, new):
         np.testing.assert_allclose(ens(torch.from_numpy(data)).numpy(), clf.decision_function(data), rtol=0, atol=1e-10)
     assert ens.feature.shape[0] == 60 and int(ens.depth) == max(p[0].nodes["depth"].max() for p in clf._predictors)
+
+
+@pytest.mark.parametrize("chunk_pairs", [7, 64, 1 << 15])  # rows split over chunks (a row's trees too), or one chunk
+def test_scores_are_a_tree_by_tree_walk_bit_for_bit(monkeypatch, chunk_pairs):
+    x, clf = fitted(3, n=600, iters=25)
+    monkeypatch.setattr(trees_module, "ROW_CHUNK_PAIRS", chunk_pairs)
+    ens = TreeEnsemble.from_classifier(clf)
+    rows = x[:257]  # with and without missing values (the NaN-free path differs)
+    for data in (rows, np.nan_to_num(rows, nan=0.25), rows.astype(np.float32)):
+        got = ens(torch.from_numpy(data)).numpy()
+        np.testing.assert_array_equal(got, walked(clf, data.astype(np.float64)))
+        assert got.dtype == np.float64
+
+
+def hand_made() -> TreeEnsemble:
+    """Three trees of different sizes (padded to 5 nodes): a lone leaf; x1 <= 0 (NaN left) -> -1 | 2;
+    x0 <= 1 (NaN right) -> (x2 <= -3 -> 10 | 20) | 30."""
+    ens = TreeEnsemble(3, 5)
+    s = {k: v.clone() for k, v in ens.state_dict().items()}
+    s["value"][0, 0] = 0.5
+    s["leaf"][1, 0], s["feature"][1, 0], s["missing_left"][1, 0], s["left"][1, 0], s["right"][1, 0] = False, 1, True, 1, 2
+    s["value"][1, 1], s["value"][1, 2] = -1.0, 2.0
+    s["leaf"][2, 0], s["feature"][2, 0], s["threshold"][2, 0], s["left"][2, 0], s["right"][2, 0] = False, 0, 1.0, 1, 4
+    s["leaf"][2, 1], s["feature"][2, 1], s["threshold"][2, 1], s["left"][2, 1], s["right"][2, 1] = False, 2, -3.0, 2, 3
+    s["value"][2, 2], s["value"][2, 3], s["value"][2, 4] = 10.0, 20.0, 30.0
+    s["baseline"].fill_(-0.25)
+    s["depth"].fill_(2)
+    ens.load_state_dict(s)
+    return ens
+
+
+def test_hand_made_trees_by_hand():
+    nan = float("nan")
+    x = torch.tensor([[0.0, 0.0, -3.0], [1.0, 0.5, -2.0], [1.5, nan, 0.0], [nan, -1.0, -5.0], [0.0, 7.0, nan]],
+                     dtype=torch.float64)
+    # row 0: 0.5 - 1 (x1 = 0 <= 0) + 10 (x0 <= 1, x2 = -3 <= -3); row 1: 0.5 + 2 + 20; row 2: 0.5 - 1 (NaN left) + 30;
+    # row 3: 0.5 - 1 + 30 (x0 NaN goes right: missing_left False); row 4: 0.5 + 2 + 20 (x2 NaN goes right)
+    want = -0.25 + np.array([0.5 - 1 + 10, 0.5 + 2 + 20, 0.5 - 1 + 30, 0.5 - 1 + 30, 0.5 + 2 + 20])
+    np.testing.assert_array_equal(hand_made()(x).numpy(), want)
+    assert hand_made()(x[:0]).shape == (0,)
+
+
+def test_bad_trees_or_inputs_are_refused():
+    ens = hand_made()
+    with pytest.raises(ValueError, match="split on feature 2, expected at least 3 columns, got 2"):
+        ens(torch.zeros(4, 2, dtype=torch.float64))
+    ens.left[2, 1] = 0  # a child pointing back at the root: no longer a tree
+    with pytest.raises(ValueError, match="deeper than the stored depth 2"):
+        ens(torch.tensor([[0.0, 0.0, -5.0]], dtype=torch.float64))
 
 
 def test_tensor_trees_survive_a_weights_only_checkpoint():
