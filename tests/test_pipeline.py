@@ -90,11 +90,12 @@ def test_dvc_repro_end_to_end(project):
     from sceneseg.movies import load_movies
     from sceneseg.simfeatures import transition_features
     p = tiny_params()["simseq"]
-    spec = FeatureSpec(tuple(p["modalities"]), tuple(p["widths"]), tuple(p["cross_widths"]))
+    spec = FeatureSpec(tuple(p["modalities"]), tuple(p["widths"]), tuple(p["cross_widths"]), tuple(p["match_widths"]))
     movies = load_movies(project / "data/movies")
     assert sorted(f.stem for f in (project / "data/features").glob("tt*.npy")) == sorted(m.imdb_id for m in movies)
     for m, cached in zip(movies, attach(movies, project / "data/features")):
-        direct = transition_features({k: m.features[k] for k in spec.modalities}, spec.widths, spec.cross_widths)
+        direct = transition_features({k: m.features[k] for k in spec.modalities}, spec.widths, spec.cross_widths,
+                                     spec.match_widths)
         np.testing.assert_array_equal(np.load(project / "data/features" / f"{m.imdb_id}.npy"), direct)
         assert similarity(cached, spec) is not None and np.array_equal(similarity(cached, spec), direct)
     # a second repro does nothing
@@ -137,15 +138,15 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
     sh(["dvc", "repro"], project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], project)
-    # the features are computed once: a learning rate (shared or the model's own) reruns only train and evaluate
-    r = sh([sys.executable, "-m", "sceneseg.exp", "-S", "train.lr=0.001", "-S", "simseq.lr=0.003"],
+    # the features are computed once: the model's learning rate reruns only train and evaluate
+    r = sh([sys.executable, "-m", "sceneseg.exp", "-S", "simseq.lr=0.001"],
            project)  # = make exp ARGS=...
     ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"train", "evaluate"}, r.stdout
     show = sh(["dvc", "exp", "show", "--json"], project)
     assert "0.001" in show.stdout
     # a second experiment; then the table a person reads fits a 160-column terminal
-    sh([sys.executable, "-m", "sceneseg.exp", "-S", "train.lr=0.003"], project)
+    sh([sys.executable, "-m", "sceneseg.exp", "-S", "simseq.lr=0.003"], project)
     wide = {**os.environ, "COLUMNS": "1000"}
     plain = sh(["dvc", "exp", "show", "--only-changed", "--no-pager"], project, env=wide).stdout
     assert table_width(plain) <= 160, plain
