@@ -95,7 +95,8 @@ def drop_prediction(d: dict) -> None:
 @pytest.mark.parametrize(
     "spoil, message",
     [(shorten_prediction, r"tt0000001.*\[29\]"), (push_prediction_above_one, r"tt0000001.*\[0, 1\]"),
-     (drop_prediction, r"movie tt0000001 has no 'scene_transition_boundary_prediction' to score$")],
+     (drop_prediction, r"movie tt0000001 carries no scene_transition_boundary_prediction \(baseline.npy\) to score; "
+                       r"give the probabilities with --predictions FILE$")],
 )
 def test_score_bad_prediction_exits_non_zero(tmp_path, capsys, spoil, message):
     d = movie_dict("tt0000001", 30, seed=0)
