@@ -58,6 +58,8 @@ def main() -> None:
     total = dict.fromkeys(versions, 0.0)
     slowest = dict.fromkeys(versions, (0.0, 0))
     peak = dict.fromkeys(versions, 0)
+    # match_k too, as the features stage computes them; left out when comparing with a version before them
+    extra = {name: () if args.before else (tuple(p.match_widths),) for name in versions}
     diff = 0.0
     largest = max(range(len(sizes)), key=lambda i: sizes[i])
     for i, n in enumerate(sizes):
@@ -66,13 +68,13 @@ def main() -> None:
         out = {}
         for name, fn in versions.items():
             t0 = time.perf_counter()
-            out[name] = fn(feats, tuple(p.widths), tuple(p.cross_widths))
+            out[name] = fn(feats, tuple(p.widths), tuple(p.cross_widths), *extra[name])
             dt = time.perf_counter() - t0
             total[name] += dt
             slowest[name] = max(slowest[name], (dt, n))
             if i == largest:
                 tracemalloc.start()
-                fn(feats, tuple(p.widths), tuple(p.cross_widths))
+                fn(feats, tuple(p.widths), tuple(p.cross_widths), *extra[name])
                 peak[name] = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
                 peak_input = sum(a.nbytes for a in feats.values())
@@ -80,6 +82,7 @@ def main() -> None:
             diff = max(diff, float(np.abs(out["now"] - out[args.before]).max()))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
     print(f"{len(sizes)} movies, {sum(sizes):,} shots, widths {p.widths}, cross widths {p.cross_widths}, "
+          f"match widths {[] if args.before else p.match_widths}, "
           f"{args.threads} thread(s); peak RSS of the process {rss:.0f} MiB")
     for name in versions:
         print(f"  {name:>10}: features {total[name]:.1f} s in all ({1e3 * total[name] / sum(sizes):.2f} ms per shot); "
