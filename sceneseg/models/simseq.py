@@ -3,7 +3,8 @@ small bidirectional GRU over whole movies and by boosted trees, the two averaged
 
 SimSeq reads, per transition and modality, cosines between the shots before and after at widths
 ``widths`` (to 64 shots: real scenes run to hundreds of shots) and the best shot-to-shot match
-across the cut (camera set-ups that alternate within a scene), raw and per-movie standardised
+across the cut (camera set-ups that alternate within a scene) and the mean best match of each
+shot across it (``match_widths``: how many shots find a partner), raw and per-movie standardised
 (:mod:`sceneseg.simfeatures`), plus the logit of the dataset's shipped prediction with a flag
 saying whether it is there. A GRU over crops of ``crop_len`` transitions (whole movies at
 inference) learns what a boundary looks like in context. Training: AdamW, linear warm-up then
@@ -67,8 +68,7 @@ class SimSeqParams:
 
 def n_base(cfg: dict) -> int:
     """Similarity columns per transition (before the z-scored copies and the shipped pair)."""
-    per_modality = 2 * len(cfg["widths"]) + len(cfg["cross_widths"]) + 2 * len(cfg.get("match_widths", ()))
-    return per_modality * len(cfg["feature_dims"])
+    return feature_spec(cfg).n_columns
 
 
 def n_features(cfg: dict) -> int:
