@@ -65,8 +65,9 @@ def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
     """The default model, its trees fitted on the features of a synthetic movie of ``shots`` shots."""
     p = load_params(ROOT / "params.yaml").models["simseq"]
     cfg = {"feature_dims": {m: FEATURE_DIMS[m] for m in p.modalities}, "widths": list(p.widths),
-           "cross_widths": list(p.cross_widths), "use_shipped": p.use_shipped, "hidden": p.hidden,
-           "dropout": p.dropout, "trees": {"context": p.tree_context}}
+           "cross_widths": list(p.cross_widths), "match_widths": list(p.match_widths), "use_shipped": p.use_shipped,
+           "hidden": p.hidden, "dropout": p.dropout, "temporal": p.temporal, "dilations": list(p.dilations),
+           "trees": {"context": p.tree_context}}
     movie = synthetic("tt0000002", shots, 1)
     x = tree_inputs(torch.from_numpy(movie_features(movie, cfg, True)), cfg).numpy()
     fits = [TreeEnsemble.from_classifier(HistGradientBoostingClassifier(

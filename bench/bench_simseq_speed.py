@@ -1,87 +1,108 @@
-"""Projected time of 30 real-size epochs of simseq (the default model) on this CPU, next to LGSS.
+"""The whole pipeline at the real data's size, timed stage by stage: a real run, not a projection.
 
-    .venv/bin/python bench/bench_simseq_speed.py [--threads 1] [--movies 6]
+    .venv/bin/python bench/bench_simseq_speed.py [--movies 64] [--length-scale 1.0] [-S simseq.batch_size=16 ...]
 
-Real size: the 64 movies of sceneseg/moviescenes_manifest.csv (106,041 shots), the seed's split
-(57 train movies: 92,958 transitions, 80% of them train, 20% validation). Measured here on
-``--movies`` synthetic movies with manifest shot counts at the real dimensions: (1) the
-similarity features per shot (computed once per run for all 64 movies), (2) one training step at
-batch 8 crops of ``simseq.crop_len`` transitions, (3) a validation pass (whole movies, no
-gradient) per transition. The projection multiplies each by its real-size count.
+Makes a project in ``--workdir`` (this repository's dvc.yaml, params.yaml, stages/ and sceneseg/,
+``dvc init --no-scm``), sets the built-in sample to ``--movies`` movies with the real shot counts
+of sceneseg/moviescenes_manifest.csv times ``--length-scale`` (64 x 1.0: the real 106,041 shots,
+at the real feature dimensions), applies the ``-S key=value`` overrides, and runs each stage of
+``dvc repro`` in order. Prints per stage the wall time and the peak RSS of its process tree, the
+train stage's seconds per epoch and tree fit (from its log), and the run's AP and Miou
+(metrics/eval.json). Threads: ``train.num_threads`` (0 = torch's default: every core).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+import yaml
 
-from sceneseg.config import load_params
-from sceneseg.models.simseq import SimSeqNet, _weighted_bce, movie_features
-from sceneseg.movies import Movie
-from sceneseg.synthetic import generate_movie
-from sceneseg.validate import load_manifest
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("download", "split", "featurize", "features", "train", "evaluate")
 
-N_SHOTS, TRAIN_MOVIE_TRANSITIONS, N_TRAIN_MOVIES, EPOCHS = 106_041, 92_958, 57, 30
+
+def make_project(work: Path, movies: int, length_scale: float, overrides: list[str]) -> None:
+    """A copy of the pipeline in ``work`` with the sample set to real-size movies and the overrides."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, work / name)
+    for name in ("stages", "sceneseg"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
+    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=work, check=True)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["synthetic"].update(n_movies=movies, min_shots=0, max_shots=0, length_scale=length_scale)
+    params["data"]["cache_dir"] = str(work / ".cache")
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = params
+        for k in parents:
+            node = node[k]
+        if leaf not in node:
+            raise SystemExit(f"-S {item}: unknown params key '{key}'")
+        node[leaf] = yaml.safe_load(value)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(work: Path, stage: str) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MiB of the stage's process tree, its output) of ``dvc repro -s stage``."""
+    env = {**os.environ, "PYTHONPATH": str(work)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(["dvc", "repro", "-s", stage], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"stage {stage} failed:\n{out[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, out  # ru_maxrss: KiB on Linux, the largest process of the tree
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--movies", type=int, default=6, help="manifest-sized movies to time the features on")
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--movies", type=int, default=64)
+    ap.add_argument("--length-scale", type=float, default=1.0)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_simseq_speed"))
+    ap.add_argument("-S", dest="overrides", action="append", default=[], help="params override key=value")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml").models["simseq"]
-    sizes = sorted(load_manifest().values())
-    pick = [sizes[i] for i in np.linspace(0, len(sizes) - 1, args.movies).round().astype(int)]
-    cfg = {"feature_dims": {"place": 2048, "cast": 512, "action": 512, "audio": 512}, "widths": p.widths,
-           "cross_widths": p.cross_widths, "use_shipped": True, "hidden": p.hidden, "dropout": p.dropout}
-    feat_s, shots = 0.0, 0
-    for i, n in enumerate(pick):
-        d = generate_movie(np.random.default_rng(i), f"tt{i:07d}", n)
-        movie = Movie(d["imdb_id"], {m: d[m].numpy() for m in cfg["feature_dims"]},
-                      baseline=d["scene_transition_boundary_prediction"].numpy())
-        t0 = time.perf_counter()
-        movie_features(movie, cfg, True)
-        feat_s += time.perf_counter() - t0
-        shots += n
-    feat_total = feat_s / shots * N_SHOTS
-    print(f"features: {shots} shots in {feat_s:.2f} s -> all 64 movies {feat_total:.0f} s (once per run)")
-
-    torch.manual_seed(0)
-    net = SimSeqNet(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    n_in = net.mean.numel()
-    x, y = torch.randn(8, p.crop_len, n_in), (torch.rand(8, p.crop_len) < 0.08).float()
-    mask = torch.ones_like(y)
-    for i in range(args.steps + 5):
-        if i == 5:
-            t0 = time.perf_counter()
-        s, w = _weighted_bce(net(x), y, mask, (1.0, 3.0))
-        opt.zero_grad()
-        (s / w).backward()
-        opt.step()
-    step_s = (time.perf_counter() - t0) / args.steps
-    train_trans = 0.8 * TRAIN_MOVIE_TRANSITIONS
-    steps = math.ceil((train_trans / p.crop_len + N_TRAIN_MOVIES) / 8)  # crops tile every movie, batch 8
-    with torch.no_grad():
-        net.eval()
-        long = torch.randn(1, 1657, n_in)  # a movie of the mean length
-        t0 = time.perf_counter()
-        for _ in range(5):
-            net(long)
-        infer_per_trans = (time.perf_counter() - t0) / 5 / 1657
-    epoch_s = steps * step_s + TRAIN_MOVIE_TRANSITIONS * infer_per_trans  # val pass runs the whole train movies
-    print(f"train step (batch 8 x {p.crop_len} transitions): {step_s * 1e3:.1f} ms; {steps} steps per real-size epoch")
-    print(f"validation: {infer_per_trans * 1e6:.1f} us per transition")
-    print(f"projected: one epoch {epoch_s:.0f} s; {EPOCHS} epochs {EPOCHS * epoch_s / 60:.1f} min "
-          f"+ features {feat_total / 60:.1f} min = {(EPOCHS * epoch_s + feat_total) / 60:.1f} min "
-          f"({args.threads} thread{'s' if args.threads > 1 else ''})")
+    make_project(args.workdir, args.movies, args.length_scale, args.overrides)
+    rows, total, log = [], 0.0, {}
+    for stage in STAGES:
+        seconds, rss, out = run_stage(args.workdir, stage)
+        total += seconds
+        log[stage] = out
+        rows.append((stage, seconds, rss))
+        print(f"{stage}: {seconds:.1f} s, peak RSS {rss:.0f} MiB", file=sys.stderr, flush=True)
+    index = json.loads((args.workdir / "data/movies/index.json").read_text())
+    shots = sum(m["n_shots"] for m in index["movies"])
+    ev = json.loads((args.workdir / "metrics/eval.json").read_text())
+    epochs = re.search(r"train: (\d+) epochs in ([\d.]+) s \(([\d.]+) s per epoch", log["train"])
+    trees = re.search(r"trees fitted in ([\d.]+) s", log["train"])
+    threads = re.search(r"\((\d+) CPU threads", log["train"])
+    print(f"{len(index['movies'])} movies, {shots} shots; overrides {args.overrides or 'none'}; "
+          f"{threads.group(1) if threads else '?'} CPU threads")
+    print("| stage | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
+    for stage, seconds, rss in rows:
+        print(f"| {stage} | {seconds:.1f} | {rss:.0f} |")
+    print(f"| whole `dvc repro` | {total:.1f} | |")
+    if epochs:
+        print(f"train: {epochs.group(1)} epochs in {epochs.group(2)} s ({epochs.group(3)} s per epoch)"
+              + (f", trees {trees.group(1)} s" if trees else ""))
+    flat = {k: v for k, v in ev.items() if isinstance(v, (int, float))}
+    flat.update({f"{ref} {k}": v for ref, d in ev.items() if isinstance(d, dict) for k, v in d.items()
+                 if isinstance(v, (int, float))})
+    print("test movies: " + ", ".join(f"{k} {v:.3f}" for k, v in flat.items()))
 
 
 if __name__ == "__main__":

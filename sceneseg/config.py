@@ -64,7 +64,7 @@ class TrainParams:
     model: str
     lr: float | None  # None: the model's own default (its section's ``lr``)
     epochs: int
-    batch_size: int
+    batch_size: int | None  # None: the model's own default (its section's ``batch_size``)
     eval_batch_size: int
     threshold_metric: str
     device: str
@@ -226,7 +226,8 @@ def validate(p: Params) -> Params:
 
     check_choice("train.model", t.model, tuple(MODELS))
     for key in ("epochs", "batch_size", "eval_batch_size"):
-        check_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
+        if getattr(t, key) is not None or key != "batch_size":
+            check_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
     if t.lr is not None:
         check_range("train.lr", t.lr, 0, 10, lo_open=True)
     check_choice("train.threshold_metric", t.threshold_metric, ("f1", "miou", "fixed"))

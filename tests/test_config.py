@@ -15,8 +15,8 @@ def raw():
 def test_project_params_parse_with_the_published_recipe():
     p = load_params(ROOT / "params.yaml")
     t, lg = p.train, p.models["lgss"]
-    assert (t.model, t.lr, t.epochs, t.batch_size) == ("simseq", None, 30, 8)
-    assert (lg.lr, lg.weight_decay, lg.lr_decay_epochs, lg.lr_decay_gamma) == (0.01, 0.0005, [15], 0.1)
+    assert (t.model, t.lr, t.epochs, t.batch_size) == ("simseq", None, 30, None)  # None: each model's own
+    assert (lg.lr, lg.weight_decay, lg.lr_decay_epochs, lg.lr_decay_gamma, lg.batch_size) == (0.01, 0.0005, [15], 0.1, 8)
     assert lg.class_weights == [0.5, 5.0]
     assert lg.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}
     assert p.model is p.models["simseq"]
@@ -38,6 +38,10 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["simseq"].update(hidden=0), "'simseq.hidden': expected a value in"),
     (lambda r: r["train"].update(model="bert"), "'train.model': expected one of simseq, lgss, found 'bert'"),
     (lambda r: r["train"].update(lr=None), None),
+    (lambda r: r["train"].update(batch_size=0), "'train.batch_size': expected a value in [1, 1000000], found 0"),
+    (lambda r: r["train"].update(batch_size=16), None),
+    (lambda r: r["simseq"].update(batch_size=0), "'simseq.batch_size': expected a value in [1, 1000000], found 0"),
+    (lambda r: r["lgss"].update(batch_size=-2), "'lgss.batch_size': expected a value in [1, 1000000], found -2"),
     (lambda r: r.pop("lgss"), "params key 'lgss' (the section of model 'lgss') is missing"),
     (lambda r: r["evaluate"].update(stacked_widths=[]), "'evaluate.stacked_widths': expected distinct widths"),
     (lambda r: r["data"]["synthetic"].update(min_setups=3, max_setups=2), "'data.synthetic.max_setups': expected a value in"),

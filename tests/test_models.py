@@ -235,13 +235,15 @@ def test_whole_validation_movies_and_the_miou_threshold(tmp_path, params):
     assert ref.threshold == best_by_miou(ref.predict(val))
 
 
-def test_simseq_padding_reaches_no_layer():
+@pytest.mark.parametrize("temporal", ["gru", "conv"])
+def test_simseq_padding_reaches_no_layer(temporal):
     """A movie shorter than the crop gives the same logits alone and zero-padded in a batch with a
     longer one, in training mode (dropout off): the standardised padding (-mean/std) would otherwise
-    reach the convolution and the reverse GRU."""
+    reach the convolutions and the reverse GRU (or the dilated convolutions beyond its end)."""
     from sceneseg.models.simseq import SimSeqNet, n_features
 
-    cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8, "dropout": 0.0}
+    cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8, "dropout": 0.0,
+           "temporal": temporal, "dilations": [1, 2, 4]}
     torch.manual_seed(0)
     net = SimSeqNet(cfg).train()
     with torch.no_grad():

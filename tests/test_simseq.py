@@ -164,6 +164,18 @@ def test_warm_up_then_cosine_learning_rate_at_every_step(data, params, monkeypat
     assert RecordingLR.used == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("shared,own,steps", [(None, 3, 2), (None, 6, 1), (1, 6, 6), (4, 1, 2)])
+def test_steps_per_epoch_follow_simseq_batch_size_unless_train_batch_size_is_set(data, params, monkeypatch, shared,
+                                                                                  own, steps):
+    """6 crops an epoch (crop_len 100 >= every train movie): ceil(6 / batch) optimiser steps, the batch
+    being train.batch_size when set, else simseq.batch_size."""
+    common, p = tiny(params, "simseq", epochs=1, tree_iters=0, crop_len=100, batch_size=own)
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", RecordingLR)
+    RecordingLR.used = []
+    get_model("simseq").train(data, p, dataclasses.replace(common, batch_size=shared), CPU, progress=False)
+    assert len(RecordingLR.used) == steps
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_training_crops_tile_every_transition(seed):
     rng = np.random.default_rng(seed)
@@ -256,7 +268,7 @@ def test_shipped_dropout_withholds_the_shipped_input_from_its_share_of_training_
     real = SimSeqNet.forward
 
     def recording(self, x, lengths=None):
-        if lengths is not None:  # a training batch
+        if self.training:  # a training batch (validation reads padded batches of whole movies too)
             for r, n in enumerate(lengths.tolist()):
                 rows.append(x[r, :n, -2:].detach().clone())
         return real(self, x, lengths)
@@ -270,3 +282,4 @@ def test_shipped_dropout_withholds_the_shipped_input_from_its_share_of_training_
         assert np.mean(dropped) == share
     else:  # binomial: 3 standard deviations
         assert abs(np.mean(dropped) - share) < 3 * math.sqrt(share * (1 - share) / len(rows))
+

@@ -40,6 +40,7 @@ class LGSSParams:
     class_weights: list[float]
     select_epoch: str
     scale_inputs: bool
+    batch_size: int = 8  # windows per training step (the seed's), used when train.batch_size is null
 
 
 class LGSSKind(ModelKind):
@@ -55,6 +56,7 @@ class LGSSKind(ModelKind):
         for key in ("sim_channel", "lstm_hidden", "fc_hidden"):
             check_range(f"{section}.{key}", getattr(p, key), 1, 1_000_000)
         check_range(f"{section}.lr", p.lr, 0, 10, lo_open=True)
+        check_range(f"{section}.batch_size", p.batch_size, 1, 1_000_000)
         check_range(f"{section}.weight_decay", p.weight_decay, 0, 1)
         check_range(f"{section}.lr_decay_gamma", p.lr_decay_gamma, 0, 1, lo_open=True)
         check_class_weights(f"{section}.class_weights", p.class_weights)
@@ -97,7 +99,7 @@ def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoc
                           input_scale=input_scales(banks["train"]) if p.scale_inputs else None)
     recipe = Recipe(lr=common.lr if common.lr is not None else p.lr, weight_decay=p.weight_decay,
                     lr_decay_epochs=tuple(p.lr_decay_epochs), lr_decay_gamma=p.lr_decay_gamma,
-                    class_weights=tuple(p.class_weights), epochs=common.epochs, batch_size=common.batch_size,
+                    class_weights=tuple(p.class_weights), epochs=common.epochs, batch_size=common.batch_size or p.batch_size,
                     eval_batch_size=common.eval_batch_size, select_epoch=p.select_epoch, seed=common.seed)
 
     def per_epoch(epoch: int, train_loss: float, val_loss: float) -> None:

@@ -30,7 +30,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
-from sceneseg.config import check_range
+from sceneseg.config import check_choice, check_range
 from sceneseg.metrics import choose_threshold
 from sceneseg.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
@@ -64,6 +64,9 @@ class SimSeqParams:
     tree_iters: int = 300  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
     tree_lr: float = 0.1
     tree_context: int = 2  # the trees read the features of this many neighbouring transitions on each side
+    temporal: str = "gru"  # gru (bidirectional GRU) | conv (residual dilated convolutions, parallel over time)
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # of the conv layers
+    batch_size: int = 64  # crops per training step, used when train.batch_size is null
 
 
 def n_base(cfg: dict) -> int:
@@ -114,8 +117,14 @@ class SimSeqNet(nn.Module):
         self.register_buffer("std", torch.ones(n_in))
         self.inp = nn.Sequential(nn.Linear(n_in, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])))
         self.local = nn.Conv1d(h, h, kernel_size=5, padding=2)  # neighbouring transitions
-        self.gru = nn.GRU(h, h, batch_first=True, bidirectional=True)  # long context
-        self.head = nn.Sequential(nn.Linear(2 * h, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])), nn.Linear(h, 1))
+        self.temporal = cfg.get("temporal", "gru")
+        if self.temporal == "gru":  # long context: a bidirectional GRU (sequential over time)
+            self.gru = nn.GRU(h, h, batch_first=True, bidirectional=True)
+        else:  # long context: residual dilated convolutions (parallel over time), receptive field 1 + 2 sum(d)
+            self.dilated = nn.ModuleList(nn.Conv1d(h, h, kernel_size=3, padding=d, dilation=d)
+                                         for d in cfg["dilations"])
+        width = 2 * h if self.temporal == "gru" else h
+        self.head = nn.Sequential(nn.Linear(width, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])), nn.Linear(h, 1))
         self.skip = nn.Linear(2, 1)  # the shipped logit and its flag, straight to the output: evidence adds up
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # [B, L, F] -> [B, L]
@@ -124,11 +133,17 @@ class SimSeqNet(nn.Module):
         z = (x - self.mean) / self.std  # [B, L, F]
         z = torch.cat([z[..., :-2], z[..., -2:-1] * x[..., -1:], x[..., -1:]], -1)  # no shipped input: 0, flag 0
         h = self.inp(z)  # [B, L, H]
-        if lengths is not None:
+        real = None
+        if lengths is not None and not bool((lengths == x.shape[1]).all()):
             real = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, L, 1]
             h = h * real
         h = h + F.gelu(self.local(h.transpose(1, 2))).transpose(1, 2)
-        if lengths is None or bool((lengths == x.shape[1]).all()):
+        if self.temporal != "gru":
+            c = h.transpose(1, 2)  # [B, H, L]
+            for conv in self.dilated:  # padding zeroed before each layer: a movie's edge, as at inference
+                c = c + F.gelu(conv(c if real is None else c * real.transpose(1, 2)))
+            return (self.head(c.transpose(1, 2)) + self.skip(z[..., -2:])).squeeze(-1)
+        if real is None:
             g, _ = self.gru(h)  # [B, L, 2H]
         else:
             packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -218,10 +233,25 @@ class _Set:
 
 
 @torch.no_grad()
-def _logits(net: SimSeqNet, s: _Set) -> list[Tensor]:
-    """Logits [N-1] of every transition of each movie, whole movies at once."""
+def _logits(net: SimSeqNet | SimSeqTrees, s: _Set, batch_transitions: int = 1 << 16) -> list[Tensor]:
+    """Logits [N-1] of every transition of each movie, whole movies at once.
+
+    The network alone reads movies of similar length together, zero-padded to the longest and packed
+    (the padding reaches no layer: the same logits as one movie at a time, to float rounding, and
+    many times fewer sequential GRU steps); the averaged model reads one movie at a time."""
     net.eval()
-    return [net(x[None])[0] for x in s.x]
+    if not isinstance(net, SimSeqNet):
+        return [net(x[None])[0] for x in s.x]
+    out: list[Tensor | None] = [None] * len(s.x)
+    order = sorted(range(len(s.x)), key=lambda i: -len(s.x[i]))  # longest first: little padding per batch
+    while order:
+        n = max(1, batch_transitions // len(s.x[order[0]]))
+        group, order = order[:n], order[n:]
+        lengths = torch.tensor([len(s.x[i]) for i in group], device=s.x[0].device)
+        logits = net(nn.utils.rnn.pad_sequence([s.x[i] for i in group], batch_first=True), lengths)
+        for r, i in enumerate(group):
+            out[i] = logits[r, : len(s.x[i])]
+    return out
 
 
 def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, dict, dict]:
@@ -289,9 +319,15 @@ class SimSeqKind(ModelKind):
                 raise ValueError(f"params key '{section}.{key}': expected distinct widths in [1, 256], found {ks}")
         check_range(f"{section}.shipped_dropout", p.shipped_dropout, 0, 1)
         check_range(f"{section}.hidden", p.hidden, 1, 4096)
+        check_choice(f"{section}.temporal", p.temporal, ("gru", "conv"))
+        if not p.dilations or len(set(p.dilations)) != len(p.dilations) or min(p.dilations) < 1 \
+                or max(p.dilations) > 4096:
+            raise ValueError(f"params key '{section}.dilations': expected distinct dilations in [1, 4096], "
+                             f"found {p.dilations}")
         check_range(f"{section}.dropout", p.dropout, 0, 1, hi_open=True)
         check_range(f"{section}.crop_len", p.crop_len, 2, 1_000_000)
         check_range(f"{section}.lr", p.lr, 0, 10, lo_open=True)
+        check_range(f"{section}.batch_size", p.batch_size, 1, 1_000_000)
         check_range(f"{section}.weight_decay", p.weight_decay, 0, 10)
         check_range(f"{section}.warmup_epochs", p.warmup_epochs, 0, 10_000)
         check_class_weights(f"{section}.class_weights", p.class_weights)
@@ -334,7 +370,7 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     """SimSeq on ``data``; with ``dist`` (data-parallel), this rank's part, and the result on rank 0 only.
 
     Data-parallel: every rank draws the same crops, batches and shipped-input dropout (same seed)
-    and computes its shard of each global batch of ``train.batch_size`` crops, padded to the whole
+    and computes its shard of each global batch of ``simseq.batch_size`` crops, padded to the whole
     batch's length; the weighted loss is divided by the whole batch's weight sum and gradients are
     summed over the ranks, so a step is the one-process step (exactly so with ``dropout: 0``; the
     dropout masks come from each rank's own generator). Validation runs on every rank (the
@@ -348,7 +384,7 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
         print(f"train: {absent}: simseq reads the features alone")
     cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
            "match_widths": list(p.match_widths), "use_shipped": p.use_shipped and not absent, "hidden": p.hidden,
-           "dropout": p.dropout}
+           "dropout": p.dropout, "temporal": p.temporal, "dilations": list(p.dilations)}
     whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     tr = _Set(train_movies, data.owned("train"), cfg, device)
     # window protocol: the val transitions lie in the train movies, whose features are computed once
@@ -367,9 +403,10 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     if has.sum() > 1:
         net.mean[-2], net.std[-2] = seen[has, -2].mean(), seen[has, -2].std().clamp_min(1e-3)
     lr = common.lr if common.lr is not None else p.lr
+    batch_size = common.batch_size or p.batch_size
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=p.weight_decay)
     rng = np.random.default_rng(common.seed)
-    n_batches = math.ceil(len(_crops(tr.n_trans, p.crop_len, np.random.default_rng(0))) / common.batch_size)
+    n_batches = math.ceil(len(_crops(tr.n_trans, p.crop_len, np.random.default_rng(0))) / batch_size)
     total_steps, warm = common.epochs * n_batches, p.warmup_epochs * n_batches
 
     def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 0
@@ -389,13 +426,14 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
         for e in range(done.epoch if on_epoch else 0):
             on_epoch(e + 1, {"train": train_loss[e], "val": val_loss[e], "val_ap": val_ap[e]})
     bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
+    t_epochs = time.perf_counter()
     for epoch in range(start, common.epochs):
         net.train()
         crops = _crops(tr.n_trans, p.crop_len, rng)
         order = rng.permutation(len(crops))
         total, norm = 0.0, 0.0
-        for lo in range(0, len(order), common.batch_size):
-            batch = [crops[j] for j in order[lo:lo + common.batch_size]]
+        for lo in range(0, len(order), batch_size):
+            batch = [crops[j] for j in order[lo:lo + batch_size]]
             length = max(b - a for _, a, b in batch)  # of the whole batch, on every rank
             rows = np.arange(len(batch)) if dist is None else dist.shard(np.arange(len(batch)))
             x = torch.zeros(len(rows), length, tr.x[0].shape[1], device=device)  # [B, L, F]
@@ -447,10 +485,16 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     bar.close()
     if dist is not None and dist.rank != 0:
         return None
+    ran = len(train_loss) - start
+    if ran:
+        seconds = time.perf_counter() - t_epochs
+        print(f"train: {ran} epochs in {seconds:.1f} s ({seconds / ran:.2f} s per epoch, validation included)")
     net.load_state_dict(best_state)
     print(f"train: keeping the weights of epoch {best_epoch} (best validation AP {val_ap[best_epoch - 1]:.4f})")
     if p.tree_iters:
+        t_trees = time.perf_counter()
         net, cfg = _add_trees(net, cfg, tr, p, common.seed)
+        print(f"train: trees fitted in {time.perf_counter() - t_trees:.1f} s")
     _, _, gt, prob = _loss_and_ap(net, va, cw)
     threshold = _threshold(gt, prob, common.threshold_metric, data.movies("val"))
     test_loss = _loss_and_ap(net, te, cw)[0]
