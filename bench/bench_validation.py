@@ -108,6 +108,7 @@ def run_protocol(name: str, val_by: str, base, seeds: list[int], workdir: Path) 
 
 
 def table_lines(name: str, val_by: str, rows: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """Markdown rows: mean ± standard deviation over runs (one value for a single run)."""
     lines = []
     for (metric, system), runs in rows.items():
         cells = []
