@@ -12,7 +12,7 @@ from dvclive import Live
 
 from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import to_dict
-from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
+from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env, thread_limit
 from sceneseg.inference import pick_device
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
@@ -27,8 +27,6 @@ def main(args, params) -> None:
     t = params.train
     # jobs sharing the machine (SCENESEG_JOBS) and data-parallel processes split the cores between them
     threads = cpu_threads(t.num_threads, jobs_from_env(), t.world_size, available_cores())
-    if threads:
-        torch.set_num_threads(threads)
     device = pick_device(t.device, claim=t.world_size == 1)  # data-parallel ranks take one GPU each
     kind = get_model(t.model)
     procs = f", {t.world_size} processes" if t.world_size > 1 else ""
@@ -51,7 +49,8 @@ def main(args, params) -> None:
     store = ResumeStore(Path(params.data.cache_dir).expanduser() / "resume", key_parts(
         sections, data_digest(Path(args.movies), Path(args.split), Path(args.windows)), code_digest(), device.type))
     try:
-        trained = kind.train(data, params.model, t, device, on_epoch=on_epoch, resume=store)
+        with thread_limit(threads if t.world_size == 1 else None):  # data-parallel ranks set their own
+            trained = kind.train(data, params.model, t, device, on_epoch=on_epoch, resume=store)
     except KeyboardInterrupt:
         raise Interrupted(store.interrupted_message()) from None
     except WorkerNode as e:  # a machine of a multi-node job other than rank 0's: nothing to write here
