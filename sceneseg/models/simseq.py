@@ -426,8 +426,9 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
         for e in range(done.epoch if on_epoch else 0):
             on_epoch(e + 1, {"train": train_loss[e], "val": val_loss[e], "val_ap": val_ap[e]})
     bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
-    t_epochs = time.perf_counter()
+    t_epochs, ran = time.perf_counter(), 0  # epochs trained by this call (after a resume: those left)
     for epoch in range(start, common.epochs):
+        ran += 1
         net.train()
         crops = _crops(tr.n_trans, p.crop_len, rng)
         order = rng.permutation(len(crops))
@@ -485,7 +486,6 @@ def _train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_ep
     bar.close()
     if dist is not None and dist.rank != 0:
         return None
-    ran = len(train_loss) - start
     if ran:
         seconds = time.perf_counter() - t_epochs
         print(f"train: {ran} epochs in {seconds:.1f} s ({seconds / ran:.2f} s per epoch, validation included)")
