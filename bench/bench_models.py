@@ -28,12 +28,12 @@ from sceneseg.config import load_params
 from sceneseg.evaluate import boundary_rate
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
-from sceneseg.movies import load_movies, read_index
-from sceneseg.sources import materialize
-from sceneseg.split import split_all_windows, split_movies
+from sceneseg.data.movies import load_movies, read_index
+from sceneseg.data.sources import materialize
+from sceneseg.data.split import split_all_windows, split_movies
 from sceneseg.boosted import boosted_spec, fit_boosted
 from sceneseg.stacked import fit_stacked
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.synthetic import SyntheticSpec
 
 SETS = {  # name -> (generator settings, test fraction); the realistic story unless said
     "sample": (None, None),  # the built-in sample of params.yaml, the pipeline's split

@@ -48,9 +48,9 @@ from sceneseg.config import load_params
 from sceneseg.model import LGSS, ModelConfig
 from sceneseg.models.simseq import SimSeqNet, SimSeqTrees, movie_features, tree_inputs
 from sceneseg.models.trees import TreeEnsemble
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
 from sceneseg.predict import format_json
-from sceneseg.synthetic import generate_movie
+from sceneseg.data.synthetic import generate_movie
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from sceneseg import metrics, score
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
-from sceneseg.validate import load_manifest
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
+from sceneseg.data.validate import load_manifest
 
 
 def fake_labels(n_shots: dict[str, int], seed: int = 0) -> tuple[dict, dict, dict]:

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 from sceneseg import metrics, plots
-from sceneseg.movies import Movie, missing_shipped
+from sceneseg.data.movies import Movie, missing_shipped
 
 PR_SYSTEMS = ("model", "boosted", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from sceneseg.config import load_params
-from sceneseg.sources import check_source
+from sceneseg.data.sources import check_source
 
 PARAMS_FILE = "params.yaml"
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from sceneseg.distributed import claim_gpu
-from sceneseg.movies import Movie
-from sceneseg.windows import Windows, shot_index, transition_index
+from sceneseg.data.movies import Movie
+from sceneseg.data.windows import Windows, shot_index, transition_index
 
 
 def pick_device(name: str = "auto", claim: bool = True) -> torch.device:
@@ -121,7 +121,7 @@ def predict_owned(model: torch.nn.Module, bank: ShotBank, w: Windows, batch_size
 def predict_windows(model: torch.nn.Module, bank: ShotBank, w: Windows, batch_size: int) -> dict[str, np.ndarray]:
     """Boundary probability of every transition of every movie: movie id -> [N-1] float64.
 
-    ``w`` must tile whole movies (as :func:`sceneseg.windows.build_windows` does).
+    ``w`` must tile whole movies (as :func:`sceneseg.data.windows.build_windows` does).
     """
     movie, trans, prob = predict_owned(model, bank, w, batch_size)
     out = {mid: np.full(int(n) - 1, np.nan) for mid, n in zip(bank.movie_ids, bank.n_shots)}

@@ -1,8 +1,8 @@
 """``sceneseg predict INPUT... --model CHECKPOINT``: scenes of your own movies from a trained model.
 
 Each INPUT is one MovieScenes-format movie (a ``.pkl`` pickle of any file name, read only through
-the allow-list loader of :mod:`sceneseg.safeload`; or a converted movie folder of ``.npy`` files,
-see :mod:`sceneseg.movies`) or a folder holding such pickles and/or converted folders (for example
+the allow-list loader of :mod:`sceneseg.data.safeload`; or a converted movie folder of ``.npy`` files,
+see :mod:`sceneseg.data.movies`) or a folder holding such pickles and/or converted folders (for example
 the pipeline's ``data/movies``). Ground truth is not needed; when a movie carries it, its scene
 count, precision/recall/F1 and Miou are reported next to the prediction, and the AP, mAP, Miou
 and F1 of all such movies together.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sceneseg.movies import MODALITIES, Movie, load_movie
+from sceneseg.data.movies import MODALITIES, Movie, load_movie
 
 if TYPE_CHECKING:  # torch-based modules are imported on use, so `sceneseg --help` stays fast
     import torch
@@ -107,7 +107,7 @@ def read_movie(src: MovieSource, check_name: bool = True) -> Movie:
     inside the pickle names the movie whatever the file is called.
     """
     if src.kind == "pickle":
-        from sceneseg.safeload import read_movie_pickle
+        from sceneseg.data.safeload import read_movie_pickle
 
         try:
             return read_movie_pickle(src.path, str(src.path), require_labels=False, check_name=check_name)

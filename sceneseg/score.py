@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from sceneseg import metrics
-from sceneseg.movies import PRED_KEY, Movie
+from sceneseg.data.movies import PRED_KEY, Movie
 
 
 def _movies(source: Path) -> Iterator[Movie]:
     """The movies of a zip or folder of pickles (validated, labels required), or of converted movie folders."""
     from sceneseg.predict import MovieSource, find_movies, read_movie
-    from sceneseg.safeload import iter_movies  # the allow-list unpickler; imported on use only
+    from sceneseg.data.safeload import iter_movies  # the allow-list unpickler; imported on use only
 
     source = Path(source)
     converted: list[MovieSource] = []

@@ -2,7 +2,7 @@
 
 A scikit-learn logistic regression per transition on scale-free features: for each modality and
 width k, the cosine between the mean of the k shots before and the k shots after the transition
-(:func:`sceneseg.simfeatures.window_cosines`), plus the dataset's shipped prediction when every
+(:func:`sceneseg.data.simfeatures.window_cosines`), plus the dataset's shipped prediction when every
 movie has one. Fitted on the training transitions, its threshold chosen on the validation
 transitions (the same ones the model's threshold is chosen on), never on test movies.
 """
@@ -17,8 +17,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sceneseg.metrics import choose_threshold
-from sceneseg.movies import Movie
-from sceneseg.simfeatures import unit_rows, window_cosines
+from sceneseg.data.movies import Movie
+from sceneseg.data.simfeatures import unit_rows, window_cosines
 
 
 @dataclass

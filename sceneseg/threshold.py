@@ -6,7 +6,7 @@ import torch
 
 from sceneseg.inference import ShotBank, predict_owned, predict_windows
 from sceneseg.metrics import choose_threshold
-from sceneseg.windows import Windows
+from sceneseg.data.windows import Windows
 
 
 def validation_threshold(model: torch.nn.Module, bank: ShotBank, val: Windows, metric: str, batch_size: int) -> float:

@@ -22,7 +22,7 @@ from sceneseg.inference import ShotBank, autocast_for
 from sceneseg.model import LGSS, ModelConfig
 from sceneseg.progress import progress as progress_bar
 from sceneseg.resume import ResumeStore
-from sceneseg.windows import Windows
+from sceneseg.data.windows import Windows
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
 from sceneseg.plots import plot_losses
 from sceneseg.resume import ResumeStore, code_digest, data_digest, key_parts
-from sceneseg.split import load_split
+from sceneseg.data.split import load_split
 from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
-from sceneseg.windows import load_windows
+from sceneseg.data.windows import load_windows
 
 
 def main(args, params) -> None:

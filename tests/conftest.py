@@ -7,8 +7,8 @@ import torch
 
 from sceneseg.inference import ShotBank
 from sceneseg.model import LGSS, ModelConfig
-from sceneseg.movies import Movie
-from sceneseg.windows import Windows, build_windows
+from sceneseg.data.movies import Movie
+from sceneseg.data.windows import Windows, build_windows
 
 TINY_DIMS = {"place": 5, "cast": 3}
 

@@ -20,7 +20,7 @@ import torch
 from sceneseg.config import load_params, parse_params
 from sceneseg.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
 from sceneseg.models import get_model
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.synthetic import SyntheticSpec
 from test_models import make_data, tiny
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import precision_recall_curve
 
 from sceneseg.evaluate import boundary_rate, pr_points, score_systems
-from sceneseg.movies import Movie
+from sceneseg.data.movies import Movie
 
 FPS, WINDOW_S, SEED = 2.0, 5.0, 7
 SCALARS = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@5s")

@@ -14,14 +14,14 @@ from sceneseg.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
 from sceneseg.models import MODELS, get_model
 from sceneseg.models.base import TrainData, owned_transitions
-from sceneseg.movies import Movie, load_movies, read_index, save_movie
+from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
 from sceneseg.predict import predict_input
-from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
-from sceneseg.sources import materialize
-from sceneseg.split import split_all_windows, split_movies
+from sceneseg.data.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
+from sceneseg.data.sources import materialize
+from sceneseg.data.split import split_all_windows, split_movies
 from sceneseg.stacked import features as stacked_features
 from sceneseg.stacked import fit_stacked
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.synthetic import SyntheticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

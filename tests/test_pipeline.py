@@ -86,9 +86,9 @@ def test_dvc_repro_end_to_end(project):
     assert json.loads((project / "plots/eval/pr_boosted.json").read_text())[0].keys() == {"recall", "precision"}
     assert tr["model"] == "simseq"
     # the features stage's output: what the model reads, equal to the features computed on the fly
-    from sceneseg.featurecache import FeatureSpec, attach, similarity
-    from sceneseg.movies import load_movies
-    from sceneseg.simfeatures import transition_features
+    from sceneseg.data.featurecache import FeatureSpec, attach, similarity
+    from sceneseg.data.movies import load_movies
+    from sceneseg.data.simfeatures import transition_features
     p = tiny_params()["simseq"]
     spec = FeatureSpec(tuple(p["modalities"]), tuple(p["widths"]), tuple(p["cross_widths"]), tuple(p["match_widths"]))
     movies = load_movies(project / "data/movies")

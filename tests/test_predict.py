@@ -18,7 +18,7 @@ import torch
 from sceneseg import cli, predict
 from sceneseg.checkpoint import save_checkpoint
 from sceneseg.model import LGSS, ModelConfig
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
 
 SEQ_LEN = 5
 
@@ -213,10 +213,10 @@ def test_folder_of_pickles_and_converted_movies_via_the_safe_loader(tmp_path, ca
                      movie.shot_end_frame), folder)
     (folder / "index.json").write_text("{}")  # other files are ignored
     calls = []
-    import sceneseg.safeload
+    import sceneseg.data.safeload
 
-    real = sceneseg.safeload.read_movie_pickle
-    monkeypatch.setattr(sceneseg.safeload, "read_movie_pickle", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = sceneseg.data.safeload.read_movie_pickle
+    monkeypatch.setattr(sceneseg.data.safeload, "read_movie_pickle", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     rc, out, err = run_predict([str(folder), "--model", str(tmp_path / "m.pt")], capsys)
     assert rc == 0, err
     doc = json.loads(out)

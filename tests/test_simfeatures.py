@@ -1,4 +1,4 @@
-"""Similarity features (sceneseg.simfeatures) against brute force, and the stacked reference's input
+"""Similarity features (sceneseg.data.simfeatures) against brute force, and the stacked reference's input
 handling (sceneseg.stacked): which columns it reads, which transitions it fits, where its threshold
 comes from. Small, fast cases; tests/test_models.py runs both on synthetic movies."""
 
@@ -12,8 +12,8 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import tiny_movie
 from sceneseg.metrics import choose_threshold
-from sceneseg.movies import Movie
-from sceneseg.simfeatures import (CANCEL, _band, _window_terms, cross_max, match_means, modality_features,
+from sceneseg.data.movies import Movie
+from sceneseg.data.simfeatures import (CANCEL, _band, _window_terms, cross_max, match_means, modality_features,
                                   transition_features, unit_rows, window_cosines, zscore_columns)
 from sceneseg.stacked import features, fit_stacked
 

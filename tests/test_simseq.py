@@ -17,9 +17,9 @@ from sceneseg.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
 from sceneseg.models import get_model, simseq
 from sceneseg.models.simseq import SimSeqNet, movie_features, n_base, n_features, tree_inputs
-from sceneseg.movies import Movie
+from sceneseg.data.movies import Movie
 from sceneseg.resume import ResumeStore
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.synthetic import SyntheticSpec
 
 
 @pytest.fixture(scope="module")

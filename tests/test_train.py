@@ -7,11 +7,11 @@ import torch
 from sceneseg.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.inference import ShotBank, pick_device, predict_owned, predict_windows
 from sceneseg.model import ModelConfig
-from sceneseg.movies import Movie
-from sceneseg.split import split_windows
+from sceneseg.data.movies import Movie
+from sceneseg.data.split import split_windows
 from sceneseg.threshold import validation_threshold
 from sceneseg.train import Recipe, fit
-from sceneseg.windows import build_windows
+from sceneseg.data.windows import build_windows
 
 DIMS = {"place": 6, "cast": 4}
 

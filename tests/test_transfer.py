@@ -17,11 +17,11 @@ from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import load_params
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
-from sceneseg.movies import Movie, load_movies, read_index, save_movie
+from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
 from sceneseg.predict import predict_input
-from sceneseg.sources import materialize
-from sceneseg.split import split_all_windows, split_movies
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.sources import materialize
+from sceneseg.data.split import split_all_windows, split_movies
+from sceneseg.data.synthetic import SyntheticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

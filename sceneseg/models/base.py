@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from sceneseg.config import check_choice
-from sceneseg.featurecache import attach
-from sceneseg.movies import MODALITIES, Movie, load_movies
+from sceneseg.data.featurecache import attach
+from sceneseg.data.movies import MODALITIES, Movie, load_movies
 from sceneseg.resume import ResumeStore
-from sceneseg.windows import Windows, transition_index
+from sceneseg.data.windows import Windows, transition_index
 
 # epoch (1-based), {"train": loss, "val": loss, ...}: called once per epoch (loss curves, logs)
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -40,7 +40,7 @@ class TrainData:
     split: dict[str, list[str]]
     windows: dict[str, Windows]  # "train" / "val" / "test"
     shot_num: int
-    features_dir: Path | None = None  # the features stage's output, attached to the movies (sceneseg.featurecache)
+    features_dir: Path | None = None  # the features stage's output, attached to the movies (sceneseg.data.featurecache)
     _movies: dict[str, Movie] = field(default_factory=dict, repr=False)
 
     def movies(self, name: str) -> list[Movie]:

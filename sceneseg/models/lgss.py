@@ -18,10 +18,10 @@ from sceneseg.inference import ShotBank, predict_windows
 from sceneseg.model import LGSS, ModelConfig
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
-from sceneseg.movies import Movie
+from sceneseg.data.movies import Movie
 from sceneseg.threshold import validation_threshold
 from sceneseg.train import Recipe, fit, input_scales
-from sceneseg.windows import build_windows
+from sceneseg.data.windows import build_windows
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ SimSeq reads, per transition and modality, cosines between the shots before and 
 ``widths`` (to 64 shots: real scenes run to hundreds of shots) and the best shot-to-shot match
 across the cut (camera set-ups that alternate within a scene) and the mean best match of each
 shot across it (``match_widths``: how many shots find a partner), raw and per-movie standardised
-(:mod:`sceneseg.simfeatures`), plus the logit of the dataset's shipped prediction with a flag
+(:mod:`sceneseg.data.simfeatures`), plus the logit of the dataset's shipped prediction with a flag
 saying whether it is there. A GRU over crops of ``crop_len`` transitions (whole movies at
 inference) learns what a boundary looks like in context. Training: AdamW, linear warm-up then
 cosine decay, the epoch with the best validation AP kept, early stop after ``patience`` epochs
@@ -35,11 +35,11 @@ from sceneseg.metrics import choose_threshold
 from sceneseg.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
-from sceneseg.movies import Movie, missing_shipped
+from sceneseg.data.movies import Movie, missing_shipped
 from sceneseg.models.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
-from sceneseg.featurecache import FeatureSpec, similarity
-from sceneseg.simfeatures import zscore_columns
+from sceneseg.data.featurecache import FeatureSpec, similarity
+from sceneseg.data.simfeatures import zscore_columns
 from sceneseg.train import seed_everything
 
 
