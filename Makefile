@@ -18,8 +18,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 # `dvc plots show/diff` pages with vega inlined (from the npm registry), so they render offline.
 # Wired in .dvc/config.local only once the template exists; without npm, DVC's CDN page is used.
-$(PLOTS_TEMPLATE): sceneseg/plots_template.py | $(STAMP)
-	@if $(BIN)/python -m sceneseg.plots_template --out $@ --cache build/npm; then \
+$(PLOTS_TEMPLATE): sceneseg/evaluation/plots_template.py | $(STAMP)
+	@if $(BIN)/python -m sceneseg.evaluation.plots_template --out $@ --cache build/npm; then \
 		$(BIN)/dvc config --local plots.html_template plots_template.html; \
 	else echo "warning: no offline plots template (npm registry unreachable?); dvc plots pages will load vega from a CDN"; fi
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg import metrics
+from sceneseg.evaluation import metrics
 from sceneseg.config import load_params
-from sceneseg.evaluate import boundary_rate
+from sceneseg.evaluation.report import boundary_rate
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
 from sceneseg.data.movies import load_movies, read_index

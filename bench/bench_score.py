@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg import metrics, score
+from sceneseg.evaluation import score
+from sceneseg.evaluation import metrics
 from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
 from sceneseg.data.validate import load_manifest
 

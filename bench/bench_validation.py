@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import SETS, prepare  # noqa: E402
 
 from sceneseg.config import load_params  # noqa: E402
-from sceneseg.metrics import _pooled_f1  # noqa: E402
+from sceneseg.evaluation.metrics import _pooled_f1  # noqa: E402
 from sceneseg.models import get_model  # noqa: E402
 from sceneseg.stacked import fit_stacked  # noqa: E402
 

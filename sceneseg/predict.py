@@ -201,7 +201,7 @@ def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict
     """Scene count, precision/recall/F1 and (with frames) Miou against the movie's own ground truth, if any."""
     if movie.boundary is None or len(prob) == 0:
         return None
-    from sceneseg import metrics
+    from sceneseg.evaluation import metrics
 
     gt = np.asarray(movie.boundary, dtype=bool)
     pred = prob >= threshold
@@ -250,7 +250,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
         if truth is not None and ends is not None:
             truth[movie.imdb_id] = (np.asarray(movie.boundary, dtype=bool), ends)
     if plot_dir is not None and n_shots >= 2:
-        from sceneseg.plots import plot_timeline
+        from sceneseg.evaluation.plots import plot_timeline
 
         gt = None if movie.boundary is None else np.asarray(movie.boundary, dtype=bool)
         plot_timeline(movie.imdb_id, gt, prob, threshold, Path(plot_dir) / f"timeline_{movie.imdb_id}.png",
@@ -261,7 +261,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
 def overall_scores(truth: dict[str, tuple[np.ndarray, np.ndarray]], prob: dict[str, np.ndarray],
                    threshold: float) -> dict:
     """AP, mAP, Miou, Precision, Recall and F1 of all movies with ground truth and frames together (Eluvio)."""
-    from sceneseg import metrics
+    from sceneseg.evaluation import metrics
 
     res = metrics.evaluate({k: g for k, (g, _) in truth.items()}, {k: prob[k] for k in truth},
                            {k: e for k, (_, e) in truth.items()}, threshold=threshold)

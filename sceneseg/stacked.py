@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sceneseg.metrics import choose_threshold
+from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.data.movies import Movie
 from sceneseg.data.simfeatures import unit_rows, window_cosines
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sceneseg.boosted import boosted_spec, fit_boosted
 from sceneseg.checkpoint import load_checkpoint
-from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, headline, pr_points, predictions_doc, score_systems
+from sceneseg.evaluation.report import PR_SYSTEMS, boundary_rate, draw, headline, pr_points, predictions_doc, score_systems
 from sceneseg.inference import pick_device
 from sceneseg.models.base import owned_transitions
 from sceneseg.data.featurecache import attach

@@ -16,7 +16,7 @@ from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_
 from sceneseg.inference import pick_device
 from sceneseg.models import get_model
 from sceneseg.models.base import TrainData
-from sceneseg.plots import plot_losses
+from sceneseg.evaluation.plots import plot_losses
 from sceneseg.resume import ResumeStore, code_digest, data_digest, key_parts
 from sceneseg.data.split import load_split
 from sceneseg.stage import Interrupted, run, stage_args, write_json, writing

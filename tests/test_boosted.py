@@ -9,7 +9,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from conftest import tiny_movie
 from sceneseg.boosted import BoostedSpec, features, fit_boosted
-from sceneseg.metrics import choose_threshold
+from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.data.movies import Movie
 from sceneseg.data.simfeatures import cross_max, transition_features, unit_rows, window_cosines, with_context
 

@@ -316,9 +316,9 @@ def test_scenes_from_probs_edges():
 
 
 def test_a_movie_twice_in_a_folder_is_refused_before_predicting_it_again(tmp_path, capsys, monkeypatch):
-    import sceneseg.plots
+    import sceneseg.evaluation.plots
     drawn = []
-    monkeypatch.setattr(sceneseg.plots, "plot_timeline", lambda imdb_id, *a, **k: drawn.append(imdb_id))
+    monkeypatch.setattr(sceneseg.evaluation.plots, "plot_timeline", lambda imdb_id, *a, **k: drawn.append(imdb_id))
     tiny_checkpoint(tmp_path / "m.pt")
     folder = tmp_path / "movies"
     save_movie(tiny_movie("tt0000001", 12, 0), folder)  # converted folder tt0000001/

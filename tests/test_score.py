@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from sceneseg import metrics, score
+from sceneseg.evaluation import score
+from sceneseg.evaluation import metrics
 from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import eluvio_reference as ref
 from conftest import bank_and_windows, sharp_model, tiny_config, tiny_movie
-from sceneseg import metrics
+from sceneseg.evaluation import metrics
 from sceneseg.inference import predict_owned
 from sceneseg.data.movies import Movie
 from sceneseg.threshold import validation_threshold

@@ -31,7 +31,7 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from sceneseg.config import check_choice, check_range
-from sceneseg.metrics import choose_threshold
+from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
