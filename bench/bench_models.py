@@ -26,13 +26,13 @@ import torch
 from sceneseg.evaluation import metrics
 from sceneseg.config import load_params
 from sceneseg.evaluation.report import boundary_rate
-from sceneseg.models import get_model
+from sceneseg.models.registry import get_model
 from sceneseg.models.base import TrainData
 from sceneseg.data.movies import load_movies, read_index
 from sceneseg.data.sources import materialize
 from sceneseg.data.split import split_all_windows, split_movies
-from sceneseg.boosted import boosted_spec, fit_boosted
-from sceneseg.stacked import fit_stacked
+from sceneseg.models.references.boosted import boosted_spec, fit_boosted
+from sceneseg.models.references.stacked import fit_stacked
 from sceneseg.data.synthetic import SyntheticSpec
 
 SETS = {  # name -> (generator settings, test fraction); the realistic story unless said

@@ -16,7 +16,7 @@ applies it (torch and numpy's BLAS), for a few batch sizes (LGSS's windows; the 
 reads the whole movie at once), and where the time goes: each part is the time spent in the
 functions the command calls for it (load: checkpoint, movie, checks; features; trees; network:
 the GRU net or LGSS; rest: finding the movie, scenes, JSON), as measured in the fastest of the
-repeats. ``--before REV`` also runs ``sceneseg/predict.py`` and ``sceneseg/models/trees.py`` as
+repeats. ``--before REV`` also runs ``sceneseg/predict.py`` and ``sceneseg/models/simseq/trees.py`` as
 they were at the git revision REV, alternating with today's in the same run (a ratio per part,
 and the largest difference of the written probabilities). The machine's load average is printed
 before and after: compare ratios within one run.
@@ -40,14 +40,14 @@ import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-import sceneseg.checkpoint
-import sceneseg.models.simseq
+import sceneseg.models.checkpoint
+import sceneseg.models.simseq.kind
 import sceneseg.predict
-from sceneseg.checkpoint import save_checkpoint
+from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.model import LGSS, ModelConfig
-from sceneseg.models.simseq import SimSeqNet, SimSeqTrees, movie_features, tree_inputs
-from sceneseg.models.trees import TreeEnsemble
+from sceneseg.models.lgss.network import LGSS, ModelConfig
+from sceneseg.models.simseq.kind import SimSeqNet, SimSeqTrees, movie_features, tree_inputs
+from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
 from sceneseg.predict import format_json
 from sceneseg.data.synthetic import generate_movie
@@ -92,10 +92,10 @@ def source_at(rev: str, path: str, name: str) -> types.ModuleType:
 
 def timed_parts(model: str, predict_mod: types.ModuleType) -> list[tuple[object, str, str]]:
     """(owner, attribute, part): the functions whose time makes up each part of a `predict` call."""
-    parts = [(sceneseg.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
+    parts = [(sceneseg.models.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
              (predict_mod, "check_movie", "load")]
     if model == "simseq":
-        return parts + [(sceneseg.models.simseq, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
+        return parts + [(sceneseg.models.simseq.kind, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
                         (SimSeqNet, "forward", "network")]
     return parts + [(LGSS, "forward", "network")]
 
@@ -161,7 +161,7 @@ def versions(before: str) -> dict[str, dict]:
                    "threads": sceneseg.predict.cpu_threads}}
     if before:
         old = source_at(before, "sceneseg/predict.py", "predict_before")
-        out[before] = {"predict": old, "trees_forward": source_at(before, "sceneseg/models/trees.py",
+        out[before] = {"predict": old, "trees_forward": source_at(before, "sceneseg/models/simseq/trees.py",
                                                                   "trees_before").TreeEnsemble.forward,
                        "threads": getattr(old, "cpu_threads", torch_threads_only)}
     return out

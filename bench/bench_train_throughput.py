@@ -40,7 +40,7 @@ def child(form: str, batch_size: int, steps: int, eval_batch_size: int, adam: st
     import torch
     import torch.nn.functional as F
 
-    from sceneseg.model import DEFAULT_FUSION_WEIGHTS, LGSS, ModelConfig
+    from sceneseg.models.lgss.network import DEFAULT_FUSION_WEIGHTS, LGSS, ModelConfig
 
     rss0 = rss_bytes()
     torch.manual_seed(0)

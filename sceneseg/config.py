@@ -165,7 +165,7 @@ def _build(cls, raw, prefix: str):
 
 def _build_params(raw: dict) -> Params:
     """The stage sections, then one section per registered model (named after it)."""
-    from sceneseg.models import MODELS  # the registry; models import config, not the reverse at import time
+    from sceneseg.models.registry import MODELS  # the registry; models import config, not the reverse at import time
 
     stages = [f.name for f in dataclasses.fields(Params) if f.name != "models"]
     for key in raw:
@@ -222,7 +222,7 @@ def validate(p: Params) -> Params:
         raise ValueError(f"params key 'featurize.shot_num': expected an even number >= 2, found {p.featurize.shot_num}")
     check_range("featurize.seq_len", p.featurize.seq_len, 1, 10_000)
     t = p.train
-    from sceneseg.models import MODELS
+    from sceneseg.models.registry import MODELS
 
     check_choice("train.model", t.model, tuple(MODELS))
     for key in ("epochs", "batch_size", "eval_batch_size"):

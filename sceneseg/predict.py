@@ -35,7 +35,7 @@ from sceneseg.data.movies import MODALITIES, Movie, load_movie
 if TYPE_CHECKING:  # torch-based modules are imported on use, so `sceneseg --help` stays fast
     import torch
 
-    from sceneseg.checkpoint import Checkpoint
+    from sceneseg.models.checkpoint import Checkpoint
 
 DECIMALS = 6  # probabilities are written (and thresholded) at this precision
 SCENE_FIELDS = ("imdb_id", "scene", "first_shot", "last_shot", "first_frame", "last_frame", "boundary_prob")
@@ -285,8 +285,8 @@ def predict_input(inputs: Path | list[Path], model_path: Path, threshold: float 
     ``threshold`` None uses the threshold stored in the checkpoint. Returns the output document; when
     movies carry ground truth with frames, its ``ground_truth`` scores them together.
     """
-    from sceneseg.checkpoint import load_checkpoint
-    from sceneseg.inference import pick_device
+    from sceneseg.models.checkpoint import load_checkpoint
+    from sceneseg.training.device import pick_device
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold: expected a number in [0, 1], found {threshold}")

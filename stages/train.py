@@ -1,6 +1,6 @@
 """Stage train: fit the model that train.model selects, log losses per epoch, pick the decision
 threshold on validation, save a self-contained checkpoint. An interrupted run resumes from its
-last finished epoch (the state lives under data.cache_dir, see sceneseg.resume)."""
+last finished epoch (the state lives under data.cache_dir, see sceneseg.training.resume)."""
 
 import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from sceneseg.checkpoint import save_checkpoint
+from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import to_dict
-from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
-from sceneseg.inference import pick_device
-from sceneseg.models import get_model
+from sceneseg.training.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
+from sceneseg.training.device import pick_device
+from sceneseg.models.registry import get_model
 from sceneseg.models.base import TrainData
 from sceneseg.evaluation.plots import plot_losses
-from sceneseg.resume import ResumeStore, code_digest, data_digest, key_parts
+from sceneseg.training.resume import ResumeStore, code_digest, data_digest, key_parts
 from sceneseg.data.split import load_split
 from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
 from sceneseg.data.windows import load_windows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sceneseg.inference import ShotBank
-from sceneseg.model import LGSS, ModelConfig
+from sceneseg.models.lgss.inference import ShotBank
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.data.movies import Movie
 from sceneseg.data.windows import Windows, build_windows
 

@@ -10,17 +10,17 @@ import torch
 from sklearn.metrics import average_precision_score
 from test_threshold import brute_force_best, pooled_f1, tie_break
 
-from sceneseg.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models import MODELS, get_model
+from sceneseg.models.registry import MODELS, get_model
 from sceneseg.models.base import TrainData, owned_transitions
 from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
 from sceneseg.predict import predict_input
 from sceneseg.data.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
 from sceneseg.data.sources import materialize
 from sceneseg.data.split import split_all_windows, split_movies
-from sceneseg.stacked import features as stacked_features
-from sceneseg.stacked import fit_stacked
+from sceneseg.models.references.stacked import features as stacked_features
+from sceneseg.models.references.stacked import fit_stacked
 from sceneseg.data.synthetic import SyntheticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ def test_simseq_padding_reaches_no_layer(temporal):
     """A movie shorter than the crop gives the same logits alone and zero-padded in a batch with a
     longer one, in training mode (dropout off): the standardised padding (-mean/std) would otherwise
     reach the convolutions and the reverse GRU (or the dilated convolutions beyond its end)."""
-    from sceneseg.models.simseq import SimSeqNet, n_features
+    from sceneseg.models.simseq.kind import SimSeqNet, n_features
 
     cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8, "dropout": 0.0,
            "temporal": temporal, "dilations": [1, 2, 4]}

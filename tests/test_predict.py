@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from sceneseg import cli, predict
-from sceneseg.checkpoint import save_checkpoint
-from sceneseg.model import LGSS, ModelConfig
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
 
 SEQ_LEN = 5
@@ -244,9 +244,9 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys):
 def test_one_shot_movie_is_one_scene_without_a_model_call(tmp_path, capsys, monkeypatch):
     tiny_checkpoint(tmp_path / "m.pt")
     save_movie(Movie("tt0000040", tiny_features(1, 40), None, np.array([99])), tmp_path / "movies")
-    import sceneseg.inference
+    import sceneseg.models.lgss.inference
 
-    monkeypatch.setattr(sceneseg.inference, "predict_windows", lambda *a, **k: pytest.fail("model called"))
+    monkeypatch.setattr(sceneseg.models.lgss.inference, "predict_windows", lambda *a, **k: pytest.fail("model called"))
     rc, out, err = run_predict([str(tmp_path / "movies"), "--model", str(tmp_path / "m.pt"), "--plot",
                                 str(tmp_path / "plots")], capsys)
     assert rc == 0, err

@@ -13,12 +13,13 @@ import pytest
 import torch
 from test_models import CPU, ROOT, make_data, tiny
 
-from sceneseg.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models import get_model, simseq
-from sceneseg.models.simseq import SimSeqNet, movie_features, n_base, n_features, tree_inputs
+from sceneseg.models.registry import get_model
+from sceneseg.models.simseq import kind as simseq
+from sceneseg.models.simseq.kind import SimSeqNet, movie_features, n_base, n_features, tree_inputs
 from sceneseg.data.movies import Movie
-from sceneseg.resume import ResumeStore
+from sceneseg.training.resume import ResumeStore
 from sceneseg.data.synthetic import SyntheticSpec
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import TINY_DIMS, bank_and_windows, sharp_model, tiny_config, tiny_movie
-from sceneseg import train as train_mod
-from sceneseg.inference import ShotBank
-from sceneseg.model import LGSS
-from sceneseg.train import Recipe, fit, input_scales, mean_loss, owned_logits, window_loss
+from sceneseg.models.lgss import training as train_mod
+from sceneseg.models.lgss.inference import ShotBank
+from sceneseg.models.lgss.network import LGSS
+from sceneseg.models.lgss.training import Recipe, fit, input_scales, mean_loss, owned_logits, window_loss
 
 CPU = torch.device("cpu")
 WEIGHT = torch.tensor([0.5, 5.0])

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import bank_and_windows, tiny_config, tiny_movie
-from sceneseg import train as train_mod
-from sceneseg.distributed import Dist
-from sceneseg.model import LGSS
-from sceneseg.resume import ResumeStore
-from sceneseg.train import Recipe, fit
+from sceneseg.models.lgss import training as train_mod
+from sceneseg.training.distributed import Dist
+from sceneseg.models.lgss.network import LGSS
+from sceneseg.training.resume import ResumeStore
+from sceneseg.models.lgss.training import Recipe, fit
 
 CPU = torch.device("cpu")
 SEQ = 6

@@ -13,9 +13,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from sceneseg.checkpoint import save_checkpoint
+from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models import get_model
+from sceneseg.models.registry import get_model
 from sceneseg.models.base import TrainData
 from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
 from sceneseg.predict import predict_input

@@ -20,7 +20,7 @@ import torch
 from sceneseg.config import check_choice
 from sceneseg.data.featurecache import attach
 from sceneseg.data.movies import MODALITIES, Movie, load_movies
-from sceneseg.resume import ResumeStore
+from sceneseg.training.resume import ResumeStore
 from sceneseg.data.windows import Windows, transition_index
 
 # epoch (1-based), {"train": loss, "val": loss, ...}: called once per epoch (loss curves, logs)
@@ -99,12 +99,12 @@ class Trained:
 def train_data_parallel(train_fn: Callable, data: TrainData, p, common, device: torch.device, on_epoch,
                         progress: bool, resume) -> Trained:
     """``train_fn(data, p, common, device, on_epoch, progress, resume, dist)`` on ``common.world_size``
-    processes (see :mod:`sceneseg.distributed`); rank 0's result, its epochs reported to ``on_epoch``.
+    processes (see :mod:`sceneseg.training.distributed`); rank 0's result, its epochs reported to ``on_epoch``.
 
     ``train_fn`` must be a module-level function (the processes are spawned) that returns the
     trained model on rank 0 and None elsewhere. Every rank loads the movies itself: nothing large
     travels to the processes, only the trained model comes back."""
-    from sceneseg.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
+    from sceneseg.training.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
 
     fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num, data.features_dir)
     nodes = nodes_from_env()

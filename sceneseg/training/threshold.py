@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sceneseg.inference import ShotBank, predict_owned, predict_windows
+from sceneseg.models.lgss.inference import ShotBank, predict_owned, predict_windows
 from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.data.windows import Windows
 

@@ -1,7 +1,7 @@
 """LGSS (Rao et al. 2020) as a pipeline model: the published recipe on featurize's windows.
 
-The network and its fast form live in :mod:`sceneseg.model`, the training loop in
-:mod:`sceneseg.train`; this module only wires them to the :class:`ModelKind` interface, exactly as
+The network and its fast form live in :mod:`sceneseg.models.lgss.network`, the training loop in
+:mod:`sceneseg.models.lgss.training`; this module only wires them to the :class:`ModelKind` interface, exactly as
 the pipeline trained LGSS before models became a choice (same order of operations, same numbers).
 """
 
@@ -13,14 +13,14 @@ import numpy as np
 import torch
 
 from sceneseg.config import check_choice, check_range
-from sceneseg.distributed import Dist
-from sceneseg.inference import ShotBank, predict_windows
-from sceneseg.model import LGSS, ModelConfig
+from sceneseg.training.distributed import Dist
+from sceneseg.models.lgss.inference import ShotBank, predict_windows
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
 from sceneseg.data.movies import Movie
-from sceneseg.threshold import validation_threshold
-from sceneseg.train import Recipe, fit, input_scales
+from sceneseg.training.threshold import validation_threshold
+from sceneseg.models.lgss.training import Recipe, fit, input_scales
 from sceneseg.data.windows import build_windows
 
 

@@ -12,7 +12,7 @@ cosine decay, the epoch with the best validation AP kept, early stop after ``pat
 without gain; the shipped input is dropped at random (``shipped_dropout``), so the model also
 works on movies without it. Then ``tree_iters`` gradient-boosted trees are fitted on the same
 similarity columns of each transition and its ``tree_context`` neighbours, once with the shipped
-input and once without, and kept as tensors (:mod:`sceneseg.models.trees`). How it compares with
+input and once without, and kept as tensors (:mod:`sceneseg.models.simseq.trees`). How it compares with
 the boosted and stacked references on realistic sets: ``bench/bench_models.py``.
 """
 
@@ -32,15 +32,15 @@ from torch import Tensor, nn
 
 from sceneseg.config import check_choice, check_range
 from sceneseg.evaluation.metrics import choose_threshold
-from sceneseg.distributed import Dist
+from sceneseg.training.distributed import Dist
 from sceneseg.models.base import (ModelKind, TrainData, Trained, check_class_weights, check_modalities,
                                   train_data_parallel)
 from sceneseg.data.movies import Movie, missing_shipped
-from sceneseg.models.trees import TreeEnsemble
+from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
 from sceneseg.data.featurecache import FeatureSpec, similarity
 from sceneseg.data.simfeatures import zscore_columns
-from sceneseg.train import seed_everything
+from sceneseg.models.lgss.training import seed_everything
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,7 @@ def _add_trees(net: SimSeqNet, cfg: dict, tr: _Set, p: SimSeqParams, seed: int) 
 
 
 def _threshold(gt: dict, prob: dict, metric: str, val_movies: list[Movie]) -> float:
-    """Chosen on the validation transitions only, like LGSS's (:mod:`sceneseg.threshold`)."""
+    """Chosen on the validation transitions only, like LGSS's (:mod:`sceneseg.training.threshold`)."""
     if metric == "fixed":
         return 0.5
     if metric == "miou":  # whole validation movies (split.val_by: movie)

@@ -68,7 +68,7 @@ def save_checkpoint(path: Path, model_name: str, model: torch.nn.Module, config:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True``) and rebuild the model in eval mode."""
-    from sceneseg.models import MODELS
+    from sceneseg.models.registry import MODELS
 
     path = Path(path)
     if not path.is_file():

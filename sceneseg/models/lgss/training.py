@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sceneseg.distributed import Dist
-from sceneseg.inference import ShotBank, autocast_for
-from sceneseg.model import LGSS, ModelConfig
+from sceneseg.training.distributed import Dist
+from sceneseg.models.lgss.inference import ShotBank, autocast_for
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.progress import progress as progress_bar
-from sceneseg.resume import ResumeStore
+from sceneseg.training.resume import ResumeStore
 from sceneseg.data.windows import Windows
 
 
@@ -128,7 +128,7 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
 
     With ``resume``, the state after each epoch is saved there, and a saved state of the same run
     is continued from (the epochs done are reported to ``on_epoch`` again, from their history).
-    With ``dist`` (data-parallel, see :mod:`sceneseg.distributed`), every rank runs this with the
+    With ``dist`` (data-parallel, see :mod:`sceneseg.training.distributed`), every rank runs this with the
     same seed, so the same initial weights and window order; each computes its shard of every
     global batch of ``recipe.batch_size`` windows; rank 0 saves the resume state, with every rank's
     random generators.

@@ -18,7 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sceneseg.data.movies import Movie
 from sceneseg.data.featurecache import FeatureSpec, similarity
 from sceneseg.data.simfeatures import with_context
-from sceneseg.stacked import validation_threshold
+from sceneseg.models.references.stacked import validation_threshold
 
 
 @dataclass(frozen=True)
