@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from sceneseg.config import load_params
+from sceneseg.models.registry import model_params
 from sceneseg.data.simfeatures import transition_features
 from sceneseg.data.synthetic import generate_movie
 from sceneseg.data.validate import load_manifest
@@ -50,7 +51,7 @@ def main() -> None:
     ap.add_argument("--before", default="", help="a git revision whose simfeatures.py to time as well")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    p = load_params(ROOT / "params.yaml").models["simseq"]
+    p = model_params(load_params(ROOT / "params.yaml"), "simseq")
     sizes = list(load_manifest().values())[: args.movies]
     versions = {"now": transition_features}
     if args.before:

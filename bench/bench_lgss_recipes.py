@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import SETS, prepare, score  # noqa: E402
 
 from sceneseg.config import load_params  # noqa: E402
-from sceneseg.models.registry import get_model  # noqa: E402
+from sceneseg.models.registry import get_model  , model_params# noqa: E402
 from sceneseg.models.references.stacked import fit_stacked  # noqa: E402
 
 SMALL = {"sim_channel": 64, "lstm_hidden": 64}
@@ -73,7 +73,7 @@ def main() -> None:
     data, test, _ = prepare(args.set, args.workdir, params)
     e = params.evaluate
     ref = fit_stacked(data.movies("train"), data.owned("train"), data.movies("val"), data.owned("val"),
-                      params.models["lgss"].modalities, tuple(e.stacked_widths))
+                      model_params(params, "lgss").modalities, tuple(e.stacked_widths))
     print(f"{args.set}: stacked {score(test, ref.predict(test), ref.threshold, e.fps, e.recall_window_s)}")
     kind = get_model("lgss")
     print("| variant | seed | train loss (epoch 1 -> kept) | val loss (min - max) | kept epoch | train AP | val AP "
@@ -81,7 +81,7 @@ def main() -> None:
     print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.variants:
         own_over, train_over, shot_num = VARIANTS[name.removesuffix(CENTRED)]
-        own = dataclasses.replace(params.models["lgss"], **own_over)
+        own = dataclasses.replace(model_params(params, "lgss"), **own_over)
         d = data if shot_num is None else dataclasses.replace(data, shot_num=shot_num, _movies={})
         movies = test
         if name.endswith(CENTRED):

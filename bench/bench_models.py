@@ -26,7 +26,7 @@ import torch
 from sceneseg.evaluation import metrics
 from sceneseg.config import load_params
 from sceneseg.evaluation.report import boundary_rate
-from sceneseg.models.registry import get_model
+from sceneseg.models.registry import get_model, model_params
 from sceneseg.models.base import TrainData
 from sceneseg.data.movies import load_movies, read_index
 from sceneseg.data.sources import materialize
@@ -82,7 +82,7 @@ def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, ep
     t0 = time.perf_counter()
     val_whole = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     masks = (data.owned("train"), None if val_whole else data.owned("val"))
-    mods = params.models["simseq"].modalities
+    mods = model_params(params, "simseq").modalities
     for suffix, shipped in (("", True), (" -shipped", False)):  # -shipped: fitted without it (features only)
         ref = fit_stacked(data.movies("train"), masks[0], data.movies("val"), masks[1], mods,
                           tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric, use_shipped=shipped)
@@ -103,7 +103,7 @@ def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, ep
         for seed in seeds:
             common = dataclasses.replace(params.train, model=model_name, seed=seed,
                                          epochs=epochs or params.train.epochs)
-            trained = kind.train(data, params.models[model_name], common, device, progress=False)
+            trained = kind.train(data, model_params(params, model_name), common, device, progress=False)
             prob = kind.predict(trained.model, trained.config, test, device, common.eval_batch_size)
             rows.setdefault(model_name, []).append(score(test, prob, trained.threshold, e.fps, e.recall_window_s))
             if model_name == "simseq":

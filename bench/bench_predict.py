@@ -45,8 +45,10 @@ import sceneseg.models.simseq.kind
 import sceneseg.predict
 from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import load_params
+from sceneseg.models.registry import model_params
 from sceneseg.models.lgss.network import LGSS, ModelConfig
-from sceneseg.models.simseq.kind import SimSeqNet, SimSeqTrees, movie_features, tree_inputs
+from sceneseg.models.simseq.features import movie_features, tree_inputs
+from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
 from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
 from sceneseg.predict import format_json
@@ -63,7 +65,7 @@ def synthetic(imdb_id: str, n: int, seed: int) -> Movie:
 
 def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
     """The default model, its trees fitted on the features of a synthetic movie of ``shots`` shots."""
-    p = load_params(ROOT / "params.yaml").models["simseq"]
+    p = model_params(load_params(ROOT / "params.yaml"), "simseq")
     cfg = {"feature_dims": {m: FEATURE_DIMS[m] for m in p.modalities}, "widths": list(p.widths),
            "cross_widths": list(p.cross_widths), "match_widths": list(p.match_widths), "use_shipped": p.use_shipped,
            "hidden": p.hidden, "dropout": p.dropout, "temporal": p.temporal, "dilations": list(p.dilations),
@@ -95,7 +97,7 @@ def timed_parts(model: str, predict_mod: types.ModuleType) -> list[tuple[object,
     parts = [(sceneseg.models.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
              (predict_mod, "check_movie", "load")]
     if model == "simseq":
-        return parts + [(sceneseg.models.simseq.kind, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
+        return parts + [(sceneseg.models.simseq.kind, "movie_features", "features")  # as predict() calls it, (SimSeqTrees, "tree_logits", "trees"),
                         (SimSeqNet, "forward", "network")]
     return parts + [(LGSS, "forward", "network")]
 

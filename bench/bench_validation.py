@@ -27,7 +27,7 @@ from bench_models import SETS, prepare  # noqa: E402
 
 from sceneseg.config import load_params  # noqa: E402
 from sceneseg.evaluation.metrics import _pooled_f1  # noqa: E402
-from sceneseg.models.registry import get_model  # noqa: E402
+from sceneseg.models.registry import get_model  , model_params# noqa: E402
 from sceneseg.models.references.stacked import fit_stacked  # noqa: E402
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -64,12 +64,12 @@ def main() -> None:
             data, test, _ = prepare(name, args.workdir, params)
             vmask = None if val_by == "movie" else data.owned("val")
             ref = fit_stacked(data.movies("train"), data.owned("train"), data.movies("val"), vmask,
-                              params.models["simseq"].modalities, tuple(params.evaluate.stacked_widths))
+                              model_params(params, "simseq").modalities, tuple(params.evaluate.stacked_widths))
             rows = {"stacked": [row(pooled(data.movies("val"), ref.predict(data.movies("val")), vmask),
                                     pooled(test, ref.predict(test), None), ref.threshold)]}
             for seed in args.seeds:
                 common = dataclasses.replace(params.train, seed=seed)
-                tr = kind.train(data, params.models["simseq"], common, torch.device("cpu"), progress=False)
+                tr = kind.train(data, model_params(params, "simseq"), common, torch.device("cpu"), progress=False)
                 val_prob = kind.predict(tr.model, tr.config, data.movies("val"), torch.device("cpu"), 256)
                 test_prob = kind.predict(tr.model, tr.config, test, torch.device("cpu"), 256)
                 rows.setdefault("simseq", []).append(row(pooled(data.movies("val"), val_prob, vmask),

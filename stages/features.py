@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from sceneseg.data.featurecache import FeatureSpec, write_features
+from sceneseg.models.simseq.params import parse
 from sceneseg.stage import run, stage_args, writing
 
 
 def main(args, params) -> None:
-    p = params.models["simseq"]
+    p = parse(params.models["simseq"], args.params)  # the widths of simseq's own section
     spec = FeatureSpec(tuple(p.modalities), tuple(p.widths), tuple(p.cross_widths), tuple(p.match_widths))
     t0 = time.perf_counter()
     with writing(args.out):

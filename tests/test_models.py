@@ -12,7 +12,7 @@ from test_threshold import brute_force_best, pooled_f1, tie_break
 
 from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models.registry import MODELS, get_model
+from sceneseg.models.registry import MODELS, get_model, model_params
 from sceneseg.models.base import TrainData, owned_transitions
 from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
 from sceneseg.predict import predict_input
@@ -32,7 +32,7 @@ def tiny(params, model: str, epochs: int = 4, **own):
     common = dataclasses.replace(params.train, model=model, epochs=epochs, batch_size=4, eval_batch_size=16)
     small = {"lgss": dict(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[2]),
              "simseq": dict(hidden=16, crop_len=32, patience=0)}[model]
-    return common, dataclasses.replace(params.models[model], **{**small, **own})
+    return common, dataclasses.replace(model_params(params, model), **{**small, **own})
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,8 @@ def test_simseq_padding_reaches_no_layer(temporal):
     """A movie shorter than the crop gives the same logits alone and zero-padded in a batch with a
     longer one, in training mode (dropout off): the standardised padding (-mean/std) would otherwise
     reach the convolutions and the reverse GRU (or the dilated convolutions beyond its end)."""
-    from sceneseg.models.simseq.kind import SimSeqNet, n_features
+    from sceneseg.models.simseq.features import n_features
+    from sceneseg.models.simseq.network import SimSeqNet
 
     cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8, "dropout": 0.0,
            "temporal": temporal, "dilations": [1, 2, 4]}

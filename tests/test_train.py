@@ -10,7 +10,7 @@ from sceneseg.training.device import pick_device
 from sceneseg.models.lgss.network import ModelConfig
 from sceneseg.data.movies import Movie
 from sceneseg.data.split import split_windows
-from sceneseg.training.threshold import validation_threshold
+from sceneseg.models.lgss.training import validation_threshold
 from sceneseg.models.lgss.training import Recipe, fit
 from sceneseg.data.windows import build_windows
 

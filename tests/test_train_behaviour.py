@@ -103,9 +103,9 @@ def recording_fit(monkeypatch, recipe, train, val, test):
     states: dict[int, dict[str, torch.Tensor]] = {}
     reported = []
 
-    def on_epoch(epoch, train_loss, val_loss):
+    def on_epoch(epoch, losses):
         states[epoch] = {k: v.detach().clone() for k, v in created[0].state_dict().items()}
-        reported.append((epoch, train_loss, val_loss))
+        reported.append((epoch, losses["train"], losses["val"]))
 
     model, hist = fit(tiny_config(), recipe, train, val, test, CPU, on_epoch=on_epoch, progress=False)
     assert len(created) == 1 and model is created[0]

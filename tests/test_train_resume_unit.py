@@ -45,10 +45,10 @@ def run(data, store=None, stop_at=None, on_epoch=True, recipe=RECIPE, dist=None,
         batches.append(1)
         return real(*args)
 
-    def report(epoch, train_loss, val_loss):
+    def report(epoch, losses):
         if stop_at is not None and epoch == stop_at:
             raise Stop
-        reports.append((epoch, train_loss, val_loss))
+        reports.append((epoch, losses["train"], losses["val"]))
 
     train, val = data
     with pytest.MonkeyPatch.context() as mp:

@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score
 
 from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models.registry import get_model
+from sceneseg.models.registry import get_model, model_params
 from sceneseg.models.base import TrainData
 from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
 from sceneseg.predict import predict_input
@@ -37,7 +37,7 @@ def realistic(root: Path, spec: SyntheticSpec) -> TrainData:
 def train_and_save(data: TrainData, path: Path) -> Path:
     params = load_params(ROOT / "params.yaml")
     common = dataclasses.replace(params.train, epochs=10, batch_size=8)
-    own = dataclasses.replace(params.models["simseq"], tree_iters=100, patience=0)
+    own = dataclasses.replace(model_params(params, "simseq"), tree_iters=100, patience=0)
     trained = get_model("simseq").train(data, own, common, CPU, progress=False)
     save_checkpoint(path, "simseq", trained.model, trained.config, trained.threshold, "f1", {}, "test")
     return path

@@ -3,8 +3,8 @@
 Train, evaluate, threshold and predict only talk to a :class:`ModelKind`: it trains itself on a
 :class:`TrainData`, rebuilds a network from the config stored in a checkpoint, and predicts the
 boundary probability of every transition of whole movies. Adding a model means one module with
-one ``ModelKind`` subclass, registered in :mod:`sceneseg.models`, and its params section in
-params.yaml; no stage changes.
+one ``ModelKind`` subclass, registered in :mod:`sceneseg.models.registry`, and its params section
+in params.yaml (parsed by the model: ``parse_params``); no stage changes.
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from sceneseg.config import check_choice
 from sceneseg.data.featurecache import attach
-from sceneseg.data.movies import MODALITIES, Movie, load_movies
+from sceneseg.data.movies import Movie, load_movies
+from sceneseg.training.loop import EpochCallback
 from sceneseg.training.resume import ResumeStore
 from sceneseg.data.windows import Windows, transition_index
-
-# epoch (1-based), {"train": loss, "val": loss, ...}: called once per epoch (loss curves, logs)
-EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -64,20 +61,6 @@ def owned_transitions(w: Windows) -> dict[str, np.ndarray]:
         rows = w.movie == i
         masks[mid][trans[rows][w.own[rows]]] = True
     return masks
-
-
-def check_modalities(key: str, modalities: list[str]) -> None:
-    """A model's ``modalities`` param: distinct names of known modalities."""
-    if not modalities or len(set(modalities)) != len(modalities):
-        raise ValueError(f"params key '{key}': expected distinct names from {MODALITIES}, found {modalities}")
-    for m in modalities:
-        check_choice(key, m, MODALITIES)
-
-
-def check_class_weights(key: str, weights: list[float]) -> None:
-    """A model's ``class_weights`` param: two positive weights."""
-    if len(weights) != 2 or min(weights) <= 0:
-        raise ValueError(f"params key '{key}': expected two positive weights, found {weights}")
 
 
 @dataclass
@@ -135,14 +118,12 @@ class ModelKind:
     """One model of the pipeline. Subclasses set ``name`` and ``Params`` and implement the methods."""
 
     name: ClassVar[str]
-    Params: ClassVar[type]  # frozen dataclass of its params.yaml section
+    Params: ClassVar[type]  # frozen dataclass of its params.yaml section (the model's ``params`` module)
 
-    @staticmethod
-    def validate_params(p, section: str) -> None:
-        """Range and choice checks of the model's own section; errors name ``section.key``."""
-
-    def default_lr(self, p) -> float:
-        return float(p.lr)
+    def parse_params(self, raw: dict, source: str = "params.yaml"):
+        """The model's own params section (``raw``: its mapping in ``source``) as its ``Params``,
+        checked; a ValueError naming ``source`` and ``section.key`` otherwise."""
+        raise NotImplementedError
 
     def train(self, data: TrainData, p, common, device: torch.device, on_epoch: EpochCallback | None = None,
               progress: bool = True, resume: ResumeStore | None = None) -> Trained:
@@ -161,8 +142,10 @@ class ModelKind:
         raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, config: dict, movies: list[Movie], device: torch.device,
-                batch_size: int) -> dict[str, np.ndarray]:
-        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64."""
+                batch_size: int, with_shipped: bool = True) -> dict[str, np.ndarray]:
+        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64.
+        ``with_shipped=False``: without the dataset's shipped prediction even where a movie has one
+        (a model that never reads it ignores the flag)."""
         raise NotImplementedError
 
     def inputs_used(self, config: dict, movie: Movie) -> list[str]:

@@ -1,35 +1,28 @@
-"""The decision threshold, chosen on validation windows only (never on test movies)."""
+"""The decision threshold, chosen on validation transitions only (never on test movies), the same
+way for every model and reference: each hands in its validation labels and probabilities."""
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from sceneseg.models.lgss.inference import ShotBank, predict_owned, predict_windows
 from sceneseg.evaluation.metrics import choose_threshold
-from sceneseg.data.windows import Windows
+
+METRICS = ("f1", "miou", "fixed")
 
 
-def validation_threshold(model: torch.nn.Module, bank: ShotBank, val: Windows, metric: str, batch_size: int) -> float:
-    """Threshold maximising ``metric`` on the validation windows: 'f1' (pooled transitions),
-    'miou' (whole validation movies: needs val by movie) or 'fixed' (0.5, the published setting)."""
+def choose_on_validation(metric: str, gt: dict[str, np.ndarray] | np.ndarray | None = None,
+                         prob: dict[str, np.ndarray] | np.ndarray | None = None,
+                         shot_end_frame: dict[str, np.ndarray] | None = None) -> float:
+    """Threshold maximising ``metric`` on validation: 'f1' over the pooled transitions (``gt`` and
+    ``prob`` per-movie dicts, concatenated in ``gt``'s order, or pooled arrays), 'miou' over whole
+    validation movies (per-movie dicts and their ``shot_end_frame``), 'fixed' 0.5 (the published
+    setting; needs neither labels nor probabilities)."""
     if metric == "fixed":
         return 0.5
-    if bank.labels is None:
-        raise ValueError("choosing a threshold needs ground-truth boundaries on the validation movies, found none")
-    if metric == "miou":
-        prob = predict_windows(model, bank, val, batch_size)
-        gt, ends = {}, {}
-        for i, mid in enumerate(bank.movie_ids):
-            lo = int(bank.trans_offset[i])
-            gt[mid] = bank.labels[lo:lo + int(bank.n_shots[i]) - 1].cpu().numpy().astype(bool)
-            if mid not in bank.shot_end_frame:
-                raise ValueError(f"movie {mid}: choosing a threshold by Miou needs its shot_end_frame, found none")
-            ends[mid] = bank.shot_end_frame[mid]
-        return float(choose_threshold(gt, prob, metric="miou", shot_end_frame=ends))
     if metric == "f1":
-        movie, trans, prob = predict_owned(model, bank, val, batch_size)
-        gt = bank.labels[torch.from_numpy(trans + bank.trans_offset[movie]).to(bank.labels.device)].cpu().numpy()
-        return float(choose_threshold(gt.astype(bool), prob, metric="f1"))
+        if isinstance(gt, dict):
+            gt, prob = np.concatenate(list(gt.values())), np.concatenate([prob[k] for k in gt])
+        return float(choose_threshold(gt, prob, metric="f1"))
+    if metric == "miou":
+        return float(choose_threshold(gt, prob, metric="miou", shot_end_frame=shot_end_frame))
     raise ValueError(f"threshold metric: expected f1, miou or fixed, found {metric!r}")
-
-
