@@ -1,9 +1,10 @@
 """The whole pipeline at the real data's size, timed stage by stage: a real run, not a projection.
 
     .venv/bin/python bench/bench_simseq_speed.py [--movies 64] [--length-scale 1.0] [-S simseq.batch_size=16 ...]
+    .venv/bin/python bench/bench_simseq_speed.py --rev 6c3d202   # the pipeline as it was at a git revision
 
 Makes a project in ``--workdir`` (this repository's dvc.yaml, params.yaml, stages/ and sceneseg/,
-``dvc init --no-scm``), sets the built-in sample to ``--movies`` movies with the real shot counts
+``dvc init --no-scm``; with ``--rev``, those files as they were at that git revision), sets the built-in sample to ``--movies`` movies with the real shot counts
 of sceneseg/data/moviescenes_manifest.csv times ``--length-scale`` (64 x 1.0: the real 106,041 shots,
 at the real feature dimensions), applies the ``-S key=value`` overrides, and runs each stage of
 ``dvc repro`` in order. Prints per stage the wall time and the peak RSS of its process tree, the
@@ -29,15 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("download", "split", "featurize", "features", "train", "evaluate")
 
 
-def make_project(work: Path, movies: int, length_scale: float, overrides: list[str]) -> None:
-    """A copy of the pipeline in ``work`` with the sample set to real-size movies and the overrides."""
+def make_project(work: Path, movies: int, length_scale: float, overrides: list[str], rev: str | None) -> None:
+    """A copy of the pipeline (at git revision ``rev``, else as it is) in ``work`` with the sample set
+    to real-size movies and the overrides."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    for name in ("stages", "sceneseg"):
-        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    names = ("dvc.yaml", "params.yaml", "stages", "sceneseg")
+    if rev:
+        archive = subprocess.run(["git", "archive", rev, *names], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    else:
+        for name in names[:2]:
+            shutil.copy(ROOT / name, work / name)
+        for name in names[2:]:
+            shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=work, check=True)
     params = yaml.safe_load((work / "params.yaml").read_text())
@@ -75,8 +82,9 @@ def main() -> None:
     ap.add_argument("--length-scale", type=float, default=1.0)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_simseq_speed"))
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="params override key=value")
+    ap.add_argument("--rev", default=None, help="run the pipeline's code and params as they were at this git revision")
     args = ap.parse_args()
-    make_project(args.workdir, args.movies, args.length_scale, args.overrides)
+    make_project(args.workdir, args.movies, args.length_scale, args.overrides, args.rev)
     rows, total, log = [], 0.0, {}
     for stage in STAGES:
         seconds, rss, out = run_stage(args.workdir, stage)
@@ -90,7 +98,8 @@ def main() -> None:
     epochs = re.search(r"train: (\d+) epochs in ([\d.]+) s \(([\d.]+) s per epoch", log["train"])
     trees = re.search(r"trees fitted in ([\d.]+) s", log["train"])
     threads = re.search(r"\((\d+) CPU threads", log["train"])
-    print(f"{len(index['movies'])} movies, {shots} shots; overrides {args.overrides or 'none'}; "
+    print(f"{len(index['movies'])} movies, {shots} shots; code {args.rev or 'as checked out'}; "
+          f"overrides {args.overrides or 'none'}; "
           f"{threads.group(1) if threads else '?'} CPU threads")
     print("| stage | seconds | peak RSS (MiB) |\n| --- | ---: | ---: |")
     for stage, seconds, rss in rows:
