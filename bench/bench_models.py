@@ -64,7 +64,7 @@ def prepare(name: str, root: Path, params) -> tuple[TrainData, list, list]:
     split = split_movies(sorted(n_shots), test_fraction or s.test_fraction, s.test_movies, s.val_fraction,
                          s.val_by, s.seed)
     wins = split_all_windows(split, n_shots, params.featurize.seq_len, s.val_by, s.val_fraction, s.seed)
-    data = TrainData(out, split, wins, params.featurize.shot_num)
+    data = TrainData(out, split, wins)
     return data, load_movies(out, split["test"]), load_movies(out, split["train"])
 
 

@@ -97,7 +97,7 @@ def timed_parts(model: str, predict_mod: types.ModuleType) -> list[tuple[object,
     parts = [(sceneseg.models.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
              (predict_mod, "check_movie", "load")]
     if model == "simseq":
-        return parts + [(sceneseg.models.simseq.kind, "movie_features", "features")  # as predict() calls it, (SimSeqTrees, "tree_logits", "trees"),
+        return parts + [(sceneseg.models.simseq.kind, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
                         (SimSeqNet, "forward", "network")]
     return parts + [(LGSS, "forward", "network")]
 

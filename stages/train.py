@@ -36,8 +36,7 @@ def main(args, params) -> None:
     print(f"train: model {t.model}, device {device.type if procs else device}{procs} "
           f"({threads or torch.get_num_threads()} CPU threads{' each' if procs else ''})")
     wins = {n: load_windows(Path(args.windows) / f"{n}.npz") for n in ("train", "val", "test")}
-    data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, params.featurize.shot_num,
-                     Path(args.features))
+    data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, Path(args.features))
 
     live = Live(args.plots, dvcyaml=False, save_dvc_exp=False, report=None, resume=False)
 

@@ -21,7 +21,7 @@ def test_project_params_parse_with_the_published_recipe():
     assert lg.class_weights == [0.5, 5.0]
     assert lg.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}
     assert model_params(p) == model_params(p, "simseq")  # train.model selects simseq
-    assert (p.featurize.shot_num, p.featurize.seq_len) == (4, 10)
+    assert (lg.shot_num, p.featurize.seq_len) == (4, 10)
     assert p.data.source == "synthetic"
 
 
@@ -32,7 +32,8 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["train"].update(lr="fast"), "'train.lr': expected a number, found 'fast'"),
     (lambda r: r["train"].update(epochs=0), "'train.epochs': expected a value in"),
     (lambda r: r["train"].pop("seed"), "'train.seed' is missing"),
-    (lambda r: r["featurize"].update(shot_num=3), "'featurize.shot_num': expected an even number"),
+    (lambda r: r["lgss"].update(shot_num=3), "'lgss.shot_num': expected an even number"),
+    (lambda r: r["featurize"].update(shot_num=4), "params key 'featurize.shot_num' is now 'lgss.shot_num'"),
     (lambda r: r["lgss"].update(modalities=["place", "smell"]), "'lgss.modalities': expected one of"),
     (lambda r: r["lgss"].update(modalities=["place"]), "'lgss.fusion_weights': expected one weight per modality"),
     (lambda r: r["simseq"].update(widths=[0, 2]), "'simseq.widths': expected distinct widths"),

@@ -44,7 +44,7 @@ def make_data(root: Path, spec: SyntheticSpec, params, val_by: str = "window") -
     materialize("synthetic", root, cache_dir=root.parent, synthetic=spec)
     n_shots = {m["imdb_id"]: m["n_shots"] for m in read_index(root)["movies"]}
     split = split_movies(sorted(n_shots), 0.25, "last", 0.25, val_by, 0)
-    return TrainData(root, split, split_all_windows(split, n_shots, 5, val_by, 0.25, 0), 4)
+    return TrainData(root, split, split_all_windows(split, n_shots, 5, val_by, 0.25, 0))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_simseq_loss_reads_only_the_transitions_the_train_windows_own(data, para
     kind = get_model("simseq")
     common, own = tiny(params, "simseq", epochs=2)
     base = kind.train(data, own, common, CPU, progress=False)
-    flipped = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
+    flipped = TrainData(data.movies_dir, data.split, data.windows)
     owned = data.owned("train")
     for m in data.movies("train"):
         b = np.asarray(m.boundary).copy()

@@ -31,7 +31,7 @@ def realistic(root: Path, spec: SyntheticSpec) -> TrainData:
     materialize("synthetic", root, cache_dir=root.parent, synthetic=spec)
     n_shots = {m["imdb_id"]: m["n_shots"] for m in read_index(root)["movies"]}
     split = split_movies(sorted(n_shots), 0.25, "last", 0.2, "window", 0)
-    return TrainData(root, split, split_all_windows(split, n_shots, 10, "window", 0.2, 0), 4)
+    return TrainData(root, split, split_all_windows(split, n_shots, 10, "window", 0.2, 0))
 
 
 def train_and_save(data: TrainData, path: Path) -> Path:

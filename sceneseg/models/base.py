@@ -36,7 +36,6 @@ class TrainData:
     movies_dir: Path
     split: dict[str, list[str]]
     windows: dict[str, Windows]  # "train" / "val" / "test"
-    shot_num: int
     features_dir: Path | None = None  # the features stage's output, attached to the movies (sceneseg.data.featurecache)
     _movies: dict[str, Movie] = field(default_factory=dict, repr=False)
 
@@ -89,7 +88,7 @@ def train_data_parallel(train_fn: Callable, data: TrainData, p, common, device: 
     travels to the processes, only the trained model comes back."""
     from sceneseg.training.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
 
-    fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num, data.features_dir)
+    fresh = TrainData(data.movies_dir, data.split, data.windows, data.features_dir)
     nodes = nodes_from_env()
     threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size // nodes, available_cores())
     if nodes > 1:  # each machine has its own cache: ranks could resume from different epochs

@@ -57,10 +57,10 @@ def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoc
         if name == "val" and w.movie_ids == wins["train"].movie_ids:
             banks[name] = banks["train"]  # val windows are windows of the train movies
         else:
-            banks[name] = ShotBank(data.movies(name), p.modalities, device, data.shot_num)
+            banks[name] = ShotBank(data.movies(name), p.modalities, device, p.shot_num)
     dims = {m: int(banks["train"].features[m].shape[1]) for m in p.modalities}
     net_cfg = ModelConfig(feature_dims=dims, fusion_weights={m: p.fusion_weights[m] for m in p.modalities},
-                          shot_num=data.shot_num, sim_channel=p.sim_channel, lstm_hidden=p.lstm_hidden,
+                          shot_num=p.shot_num, sim_channel=p.sim_channel, lstm_hidden=p.lstm_hidden,
                           fc_hidden=p.fc_hidden,
                           input_scale=input_scales(banks["train"]) if p.scale_inputs else None)
     recipe = Recipe(lr=common.lr if common.lr is not None else p.lr, weight_decay=p.weight_decay,

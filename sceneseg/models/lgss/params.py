@@ -25,6 +25,7 @@ class LGSSParams:
     select_epoch: str
     scale_inputs: bool
     batch_size: int = 8  # windows per training step (the seed's), used when train.batch_size is null
+    shot_num: int = 4  # shots each transition sees: 2 before, 2 after (was featurize.shot_num)
 
 
 def validate(p: LGSSParams, section: str = "lgss") -> None:
@@ -41,6 +42,8 @@ def validate(p: LGSSParams, section: str = "lgss") -> None:
     check_range(f"{section}.lr_decay_gamma", p.lr_decay_gamma, 0, 1, lo_open=True)
     check_class_weights(f"{section}.class_weights", p.class_weights)
     check_choice(f"{section}.select_epoch", p.select_epoch, ("best_val", "last"))
+    if p.shot_num < 2 or p.shot_num % 2:
+        raise ValueError(f"params key '{section}.shot_num': expected an even number >= 2, found {p.shot_num}")
 
 
 def parse(raw: dict, source: str = "params.yaml", section: str = "lgss") -> LGSSParams:

@@ -242,8 +242,8 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
     bar.close()
     if dist is not None and dist.rank != 0:
         return None
-    ran = log.epochs - start
-    if ran:
+    ran = log.epochs - start  # negative when a finished run was resumed: none ran
+    if ran > 0:
         seconds = time.perf_counter() - t_epochs
         print(f"train: {ran} epochs in {seconds:.1f} s ({seconds / ran:.2f} s per epoch, validation included)")
     net.load_state_dict(log.best_state)
