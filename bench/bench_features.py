@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from sceneseg.config import load_params
-from sceneseg.models.registry import model_params
 from sceneseg.data.simfeatures import transition_features
 from sceneseg.data.synthetic import generate_movie
 from sceneseg.data.validate import load_manifest
+from sceneseg.models.registry import model_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg.evaluation import metrics
 from sceneseg.config import load_params
-from sceneseg.evaluation.report import boundary_rate
-from sceneseg.models.registry import get_model, model_params
-from sceneseg.models.base import TrainData
 from sceneseg.data.movies import load_movies, read_index
 from sceneseg.data.sources import materialize
 from sceneseg.data.split import split_all_windows, split_movies
+from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.evaluation import metrics
+from sceneseg.evaluation.report import boundary_rate
+from sceneseg.models.base import TrainData
 from sceneseg.models.references.boosted import boosted_spec, fit_boosted
 from sceneseg.models.references.stacked import fit_stacked
-from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.registry import get_model, model_params
 
 SETS = {  # name -> (generator settings, test fraction); the realistic story unless said
     "sample": (None, None),  # the built-in sample of params.yaml, the pipeline's split

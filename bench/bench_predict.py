@@ -43,16 +43,16 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 import sceneseg.models.checkpoint
 import sceneseg.models.simseq.kind
 import sceneseg.predict
-from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models.registry import model_params
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
+from sceneseg.data.synthetic import generate_movie
+from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.models.lgss.network import LGSS, ModelConfig
+from sceneseg.models.registry import model_params
 from sceneseg.models.simseq.features import movie_features, tree_inputs
 from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
 from sceneseg.models.simseq.trees import TreeEnsemble
-from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
 from sceneseg.predict import format_json
-from sceneseg.data.synthetic import generate_movie
 
 ROOT = Path(__file__).resolve().parents[1]
 

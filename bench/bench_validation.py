@@ -27,8 +27,8 @@ from bench_models import SETS, prepare  # noqa: E402
 
 from sceneseg.config import load_params  # noqa: E402
 from sceneseg.evaluation.metrics import _pooled_f1  # noqa: E402
-from sceneseg.models.registry import get_model  , model_params# noqa: E402
 from sceneseg.models.references.stacked import fit_stacked  # noqa: E402
+from sceneseg.models.registry import get_model  , model_params# noqa: E402
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from sceneseg.config import load_params
-from sceneseg.models.registry import all_model_params
 from sceneseg.data.sources import check_source
+from sceneseg.models.registry import all_model_params
 
 PARAMS_FILE = "params.yaml"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sceneseg.data.movies import read_index
 from sceneseg.data.split import load_split, split_all_windows
-from sceneseg.stage import run, stage_args, writing
 from sceneseg.data.windows import save_windows
+from sceneseg.stage import run, stage_args, writing
 
 
 def main(args, params) -> None:

@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import to_dict
-from sceneseg.training.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
-from sceneseg.training.device import pick_device
-from sceneseg.models.registry import get_model, model_params
-from sceneseg.models.base import TrainData
-from sceneseg.evaluation.plots import plot_losses
-from sceneseg.training.resume import ResumeStore, code_digest, data_digest, key_parts
 from sceneseg.data.split import load_split
-from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
 from sceneseg.data.windows import load_windows
+from sceneseg.evaluation.plots import plot_losses
+from sceneseg.models.base import TrainData
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.registry import get_model, model_params
+from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
+from sceneseg.training.device import pick_device
+from sceneseg.training.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
+from sceneseg.training.resume import ResumeStore, code_digest, data_digest, key_parts
 
 
 def main(args, params) -> None:

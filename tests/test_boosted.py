@@ -8,10 +8,10 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from conftest import tiny_movie
-from sceneseg.models.references.boosted import BoostedSpec, features, fit_boosted
-from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.data.movies import Movie
 from sceneseg.data.simfeatures import cross_max, transition_features, unit_rows, window_cosines, with_context
+from sceneseg.evaluation.metrics import choose_threshold
+from sceneseg.models.references.boosted import BoostedSpec, features, fit_boosted
 
 MODS = ("place", "cast")
 

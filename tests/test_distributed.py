@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from sceneseg.config import load_params, parse_params
-from sceneseg.training.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
-from sceneseg.models.registry import get_model
 from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.registry import get_model
+from sceneseg.training.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
 from test_models import make_data, tiny
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve
 
-from sceneseg.evaluation.report import boundary_rate, pr_points, score_systems
 from sceneseg.data.movies import Movie
+from sceneseg.evaluation.report import boundary_rate, pr_points, score_systems
 
 FPS, WINDOW_S, SEED = 2.0, 5.0, 7
 SCALARS = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@5s")

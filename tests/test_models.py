@@ -10,18 +10,18 @@ import torch
 from sklearn.metrics import average_precision_score
 from test_threshold import brute_force_best, pooled_f1, tie_break
 
-from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models.registry import MODELS, get_model, model_params
-from sceneseg.models.base import TrainData, owned_transitions
 from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
-from sceneseg.predict import predict_input
 from sceneseg.data.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
 from sceneseg.data.sources import materialize
 from sceneseg.data.split import split_all_windows, split_movies
+from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.base import TrainData, owned_transitions
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.models.references.stacked import features as stacked_features
 from sceneseg.models.references.stacked import fit_stacked
-from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.registry import MODELS, get_model, model_params
+from sceneseg.predict import predict_input
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from sceneseg import cli, predict
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
 from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.models.lgss.network import LGSS, ModelConfig
-from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
 
 SEQ_LEN = 5
 

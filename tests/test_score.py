@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
 from sceneseg.evaluation import score
 from sceneseg.evaluation import metrics
-from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
 
 
 def movie_dict(imdb_id: str, n: int, seed: int, dim_scale: int = 1) -> dict:

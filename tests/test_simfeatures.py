@@ -11,8 +11,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import tiny_movie
-from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.data.movies import Movie
+from sceneseg.evaluation.metrics import choose_threshold
 from sceneseg.data.simfeatures import (CANCEL, _band, _window_terms, cross_max, match_means, modality_features,
                                   transition_features, unit_rows, window_cosines, zscore_columns)
 from sceneseg.models.references.stacked import features, fit_stacked

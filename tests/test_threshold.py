@@ -8,9 +8,9 @@ import pytest
 
 import eluvio_reference as ref
 from conftest import bank_and_windows, sharp_model, tiny_config, tiny_movie
+from sceneseg.data.movies import Movie
 from sceneseg.evaluation import metrics
 from sceneseg.models.lgss.inference import predict_owned
-from sceneseg.data.movies import Movie
 from sceneseg.models.lgss.training import validation_threshold
 
 GRID = [round(0.01 * k, 2) for k in range(1, 100)]  # the candidate thresholds: 0.01 ... 0.99

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
-from sceneseg.models.lgss.inference import ShotBank, predict_owned, predict_windows
-from sceneseg.training.device import pick_device
-from sceneseg.models.lgss.network import ModelConfig
 from sceneseg.data.movies import Movie
 from sceneseg.data.split import split_windows
+from sceneseg.data.windows import build_windows
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.models.lgss.inference import ShotBank, predict_owned, predict_windows
+from sceneseg.models.lgss.network import ModelConfig
 from sceneseg.models.lgss.training import validation_threshold
 from sceneseg.models.lgss.training import Recipe, fit
-from sceneseg.data.windows import build_windows
+from sceneseg.training.device import pick_device
 
 DIMS = {"place": 6, "cast": 4}
 

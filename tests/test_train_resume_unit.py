@@ -14,10 +14,10 @@ import torch
 
 from conftest import bank_and_windows, tiny_config, tiny_movie
 from sceneseg.models.lgss import training as train_mod
-from sceneseg.training.distributed import Dist
 from sceneseg.models.lgss.network import LGSS
-from sceneseg.training.resume import ResumeStore
 from sceneseg.models.lgss.training import Recipe, fit
+from sceneseg.training.distributed import Dist
+from sceneseg.training.resume import ResumeStore
 
 CPU = torch.device("cpu")
 SEQ = 6

@@ -13,15 +13,15 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models.registry import get_model, model_params
-from sceneseg.models.base import TrainData
 from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
-from sceneseg.predict import predict_input
 from sceneseg.data.sources import materialize
 from sceneseg.data.split import split_all_windows, split_movies
 from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.base import TrainData
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.registry import get_model, model_params
+from sceneseg.predict import predict_input
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

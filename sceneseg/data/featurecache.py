@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from sceneseg.data.movies import Movie, load_movie, read_index, replacing_folder
-from sceneseg.progress import progress
 from sceneseg.data.simfeatures import transition_features
+from sceneseg.progress import progress
 
 SPEC_FILE = "spec.json"
 _KEY = "similarity"  # Movie.extra[_KEY] = (FeatureSpec, [N-1, F] array)

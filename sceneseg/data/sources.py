@@ -20,10 +20,10 @@ from pathlib import Path
 
 from sceneseg.data.download import MOVIESCENES_GDRIVE_ID, fetch_archive
 from sceneseg.data.movies import Movie, load_movies, save_movie, write_index
-from sceneseg.progress import progress
 from sceneseg.data.safeload import iter_movies
 from sceneseg.data.synthetic import SyntheticSpec, write_synthetic_pickles
 from sceneseg.data.validate import check_set
+from sceneseg.progress import progress
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
+from sceneseg.data.movies import Movie, missing_shipped
 from sceneseg.evaluation import plots
 from sceneseg.evaluation import metrics
-from sceneseg.data.movies import Movie, missing_shipped
 
 PR_SYSTEMS = ("model", "boosted", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
 

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneseg.evaluation import metrics
 from sceneseg.data.movies import PRED_KEY, Movie
+from sceneseg.evaluation import metrics
 
 
 def _movies(source: Path) -> Iterator[Movie]:
     """The movies of a zip or folder of pickles (validated, labels required), or of converted movie folders."""
-    from sceneseg.predict import MovieSource, find_movies, read_movie
     from sceneseg.data.safeload import iter_movies  # the allow-list unpickler; imported on use only
+    from sceneseg.predict import MovieSource, find_movies, read_movie
 
     source = Path(source)
     converted: list[MovieSource] = []

@@ -19,9 +19,9 @@ import torch
 
 from sceneseg.data.featurecache import attach
 from sceneseg.data.movies import Movie, load_movies
+from sceneseg.data.windows import Windows, transition_index
 from sceneseg.training.loop import EpochCallback
 from sceneseg.training.resume import ResumeStore
-from sceneseg.data.windows import Windows, transition_index
 
 
 @dataclass

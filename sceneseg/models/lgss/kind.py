@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sceneseg.training.distributed import Dist
+from sceneseg.data.movies import Movie
+from sceneseg.data.windows import build_windows
+from sceneseg.models.base import ModelKind, TrainData, Trained, train_data_parallel
 from sceneseg.models.lgss.inference import ShotBank, predict_windows
 from sceneseg.models.lgss.network import LGSS, ModelConfig
-from sceneseg.models.base import ModelKind, TrainData, Trained, train_data_parallel
 from sceneseg.models.lgss.params import LGSSParams, parse
-from sceneseg.data.movies import Movie
 from sceneseg.models.lgss.training import Recipe, fit, input_scales, validation_threshold
-from sceneseg.data.windows import build_windows
+from sceneseg.training.distributed import Dist
 
 
 class LGSSKind(ModelKind):

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sceneseg.training.distributed import Dist, sharded_backward
-from sceneseg.training.loop import EpochCallback, resume_or_start, seed_everything
-from sceneseg.training.threshold import choose_on_validation
+from sceneseg.data.windows import Windows
 from sceneseg.models.lgss.inference import ShotBank, autocast_for, predict_owned, predict_windows
 from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.progress import progress as progress_bar
+from sceneseg.training.distributed import Dist, sharded_backward
+from sceneseg.training.loop import EpochCallback, resume_or_start, seed_everything
 from sceneseg.training.resume import ResumeStore
-from sceneseg.data.windows import Windows
+from sceneseg.training.threshold import choose_on_validation
 
 
 @dataclass(frozen=True)

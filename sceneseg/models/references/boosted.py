@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from sceneseg.data.movies import Movie
 from sceneseg.data.featurecache import FeatureSpec, similarity
+from sceneseg.data.movies import Movie
 from sceneseg.data.simfeatures import with_context
 from sceneseg.models.references.stacked import validation_threshold
 

@@ -17,8 +17,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sceneseg.data.movies import Movie
-from sceneseg.training.threshold import choose_on_validation
 from sceneseg.data.simfeatures import unit_rows, window_cosines
+from sceneseg.training.threshold import choose_on_validation
 
 
 @dataclass

@@ -24,9 +24,9 @@ from torch import nn
 
 from sceneseg.data.movies import Movie
 from sceneseg.models.base import ModelKind, TrainData, Trained, train_data_parallel
-from sceneseg.models.simseq.params import SimSeqParams, parse
 from sceneseg.models.simseq.features import movie_features
 from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
+from sceneseg.models.simseq.params import SimSeqParams, parse
 from sceneseg.models.simseq.training import train as train_simseq
 
 
