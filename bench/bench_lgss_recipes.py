@@ -30,7 +30,7 @@ from bench_models import SETS, prepare, score  # noqa: E402
 
 from sceneseg.config import load_params  # noqa: E402
 from sceneseg.models.references.stacked import fit_stacked  # noqa: E402
-from sceneseg.models.registry import get_model  , model_params# noqa: E402
+from sceneseg.models.registry import get_model, model_params  # noqa: E402
 
 SMALL = {"sim_channel": 64, "lstm_hidden": 64}
 VARIANTS = {  # name -> (lgss overrides, train overrides, lgss.shot_num or None)

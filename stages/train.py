@@ -19,7 +19,7 @@ from sceneseg.models.checkpoint import save_checkpoint
 from sceneseg.models.registry import get_model, model_params
 from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
 from sceneseg.training.device import pick_device
-from sceneseg.training.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env
+from sceneseg.training.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env, thread_limit
 from sceneseg.training.resume import ResumeStore, code_digest, data_digest, key_parts
 
 
@@ -27,8 +27,6 @@ def main(args, params) -> None:
     t = params.train
     # jobs sharing the machine (SCENESEG_JOBS) and data-parallel processes split the cores between them
     threads = cpu_threads(t.num_threads, jobs_from_env(), t.world_size, available_cores())
-    if threads:
-        torch.set_num_threads(threads)
     device = pick_device(t.device, claim=t.world_size == 1)  # data-parallel ranks take one GPU each
     kind = get_model(t.model)
     own = model_params(params, t.model, args.params)  # the selected model's own section (make exp checks all)
@@ -51,7 +49,8 @@ def main(args, params) -> None:
     store = ResumeStore(Path(params.data.cache_dir).expanduser() / "resume", key_parts(
         sections, data_digest(Path(args.movies), Path(args.split), Path(args.windows)), code_digest(), device.type))
     try:
-        trained = kind.train(data, own, t, device, on_epoch=on_epoch, resume=store)
+        with thread_limit(threads if t.world_size == 1 else None):  # data-parallel ranks set their own
+            trained = kind.train(data, own, t, device, on_epoch=on_epoch, resume=store)
     except KeyboardInterrupt:
         raise Interrupted(store.interrupted_message()) from None
     except WorkerNode as e:  # a machine of a multi-node job other than rank 0's: nothing to write here

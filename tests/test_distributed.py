@@ -246,3 +246,19 @@ def test_train_stage_with_world_size_2_writes_outputs_that_evaluate_and_predict_
     out = sh([str(BIN / "sceneseg"), "predict", "data/movies", "--model", "models/model.pt"], tmp_path)
     assert json.loads(out.stdout)["model_kind"] == model
     assert not list((tmp_path / ".cache").glob("resume/*/state.pt"))  # finished: no resume state left
+
+
+def test_thread_limit_holds_torch_and_every_openmp_pool_then_restores_torch():
+    import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime)
+    from threadpoolctl import threadpool_info
+
+    from sceneseg.training.distributed import thread_limit
+
+    before = torch.get_num_threads()
+    with thread_limit(1):
+        assert torch.get_num_threads() == 1
+        pools = [p for p in threadpool_info() if p["user_api"] == "openmp"]
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    assert torch.get_num_threads() == before
+    with thread_limit(None):
+        assert torch.get_num_threads() == before

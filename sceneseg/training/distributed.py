@@ -4,7 +4,8 @@
   each other (two 2-thread jobs on 2 cores ran ~50x slower). The user states once how many jobs
   share the machine, in the environment variable ``SCENESEG_JOBS`` (``make sweep JOBS=2`` sets it
   for ``dvc queue start -j 2``); each process then takes ``cores // (jobs x processes per job)``
-  threads, at least 1, where ``cores`` are the cores this process may run on.
+  threads, at least 1, where ``cores`` are the cores this process may run on. :func:`thread_limit`
+  holds torch and every OpenMP / BLAS pool (scikit-learn's tree fits) to that number.
 - **GPUs.** On a machine with several GPUs each job claims one with a lock file held for the life
   of the process (``<tmp>/sceneseg-gpus/<uuid>.lock``), so parallel jobs land on different GPUs;
   when every GPU is claimed, the one with the most free memory is shared.
@@ -22,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -32,7 +34,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,14 +264,32 @@ def failure_line(world_size: int, records: dict[int, dict], failures: dict, rank
     return f"train.world_size {world_size}: rank {rank} failed: {records[rank]['text']}{end}", ""
 
 
+@contextlib.contextmanager
+def thread_limit(threads: int | None) -> Iterator[None]:
+    """Within the context, torch and every OpenMP and BLAS thread pool of the process (scikit-learn's
+    boosted-tree fits, numpy's matrix products) use ``threads`` threads; None or 0: no limit. Two
+    pools of 2 threads on a 2-core machine whose other core is busy spin against each other (a
+    300-tree fit on 12k rows took minutes instead of seconds)."""
+    if not threads:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _rank_main(fn: Callable, args: tuple, device_type: str, threads: int | None, timeout_s: int, errors: str):
     """One rank (the launcher records its error for the agent): join the process group, run
     ``fn``, leave. Only rank 0 prints and returns."""
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - logs are rank 0's; errors still reach stderr
-    if threads:
-        torch.set_num_threads(threads)
     if device_type == "cuda":
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
@@ -278,7 +298,8 @@ def _rank_main(fn: Callable, args: tuple, device_type: str, threads: int | None,
     torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo",
                                          timeout=datetime.timedelta(seconds=timeout_s))
     try:
-        out = fn(Dist(rank, world, device), *args)
+        with thread_limit(threads):
+            out = fn(Dist(rank, world, device), *args)
     except BaseException as e:  # recorded with its time: the launcher tells a cause from its symptoms
         record = {"time": time.time(), "text": f"{type(e).__name__}: {e}".splitlines()[0],
                   "trace": traceback.format_exc()}

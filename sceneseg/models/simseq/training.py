@@ -186,8 +186,9 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
     log, start, spent = resume_or_start(resume, objects, generators, common.epochs, dist, on_epoch)
     t0 -= spent
     bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
-    t_epochs = time.perf_counter()
+    t_epochs, ran = time.perf_counter(), 0  # epochs trained by this call (after a resume: those left)
     for epoch in range(start, common.epochs):
+        ran += 1
         net.train()
         crops = _crops(tr.n_trans, p.crop_len, rng)
         order = rng.permutation(len(crops))
@@ -242,8 +243,7 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
     bar.close()
     if dist is not None and dist.rank != 0:
         return None
-    ran = log.epochs - start  # negative when a finished run was resumed: none ran
-    if ran > 0:
+    if ran:
         seconds = time.perf_counter() - t_epochs
         print(f"train: {ran} epochs in {seconds:.1f} s ({seconds / ran:.2f} s per epoch, validation included)")
     net.load_state_dict(log.best_state)
