@@ -39,8 +39,8 @@ def _du_mib(path: Path) -> float:
 
 def make_pickles(folder: Path) -> float:
     """Write the 64 manifest-sized synthetic pickles; returns seconds."""
-    from sceneseg.synthetic import generate_movie
-    from sceneseg.validate import load_manifest
+    from sceneseg.data.synthetic import generate_movie
+    from sceneseg.data.validate import load_manifest
 
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def make_zip(folder: Path, archive: Path) -> float:
 
 def convert_child(source: Path, out: Path) -> dict:
     """Run in the child: materialize('local', ...) and measure it."""
-    from sceneseg.sources import materialize
+    from sceneseg.data.sources import materialize
 
     stamps: list[float] = []
 
@@ -70,8 +70,8 @@ def convert_child(source: Path, out: Path) -> dict:
             if record.getMessage().startswith("converted "):
                 stamps.append(time.perf_counter())
 
-    logging.getLogger("sceneseg.sources").addHandler(Stamp())
-    logging.getLogger("sceneseg.sources").setLevel(logging.INFO)
+    logging.getLogger("sceneseg.data.sources").addHandler(Stamp())
+    logging.getLogger("sceneseg.data.sources").setLevel(logging.INFO)
     rss_before = _rss_mib()
     start = time.perf_counter()
     summary = materialize("local", out, path=str(source), cache_dir=out.parent)
@@ -92,8 +92,8 @@ def synthetic_difficulty(n_movies: int = 12, n_shots: int = 1200) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
 
-    from sceneseg.movies import GT_KEY, MODALITIES, PRED_KEY
-    from sceneseg.synthetic import generate_movie
+    from sceneseg.data.movies import GT_KEY, MODALITIES, PRED_KEY
+    from sceneseg.data.synthetic import generate_movie
 
     def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-6)

@@ -2,7 +2,7 @@
 
 The Google Drive link cannot be reached from the development machine, so this serves a zip
 (stored, not compressed: random float32 bytes do not compress) of ``--mib`` MiB from a local
-``http.server`` (with HTTP Range, like a CDN) and times ``sceneseg.download.fetch_archive`` with
+``http.server`` (with HTTP Range, like a CDN) and times ``sceneseg.data.download.fetch_archive`` with
 ``url=`` pointing at it: gdown's streaming, progress bar, zip check and the rename into the
 cache. The real download is bounded by the network; this shows the client's own cost.
 
@@ -21,7 +21,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from sceneseg.download import fetch_archive
+from sceneseg.data.download import fetch_archive
 
 
 class RangeHandler(SimpleHTTPRequestHandler):

@@ -8,7 +8,7 @@ feature dimensions (one at a time: generating them is not timed), then times
 evaluate and ``sceneseg predict`` compute them. Prints the total seconds, ms per shot, the slowest
 movie, the peak memory that the features of the largest movie allocate (tracemalloc: numpy's
 arrays; measured in an extra, untimed call) next to the size of its input, and the process's peak
-RSS. ``--before REV`` also times ``sceneseg/simfeatures.py`` as it was at the git
+RSS. ``--before REV`` also times ``sceneseg/data/simfeatures.py`` as it was at the git
 revision REV on the same movies in the same run (the speed-up as a ratio) and prints the largest
 difference between the two.
 """
@@ -27,19 +27,20 @@ import numpy as np
 import torch
 
 from sceneseg.config import load_params
-from sceneseg.simfeatures import transition_features
-from sceneseg.synthetic import generate_movie
-from sceneseg.validate import load_manifest
+from sceneseg.data.simfeatures import transition_features
+from sceneseg.data.synthetic import generate_movie
+from sceneseg.data.validate import load_manifest
+from sceneseg.models.registry import model_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def module_at(rev: str) -> types.ModuleType:
-    """sceneseg/simfeatures.py as it was at the git revision ``rev``."""
-    src = subprocess.run(["git", "show", f"{rev}:sceneseg/simfeatures.py"], cwd=ROOT, capture_output=True, text=True,
+    """sceneseg/data/simfeatures.py as it was at the git revision ``rev``."""
+    src = subprocess.run(["git", "show", f"{rev}:sceneseg/data/simfeatures.py"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     mod = types.ModuleType(f"simfeatures_{rev}")
-    exec(compile(src, f"{rev}:sceneseg/simfeatures.py", "exec"), mod.__dict__)
+    exec(compile(src, f"{rev}:sceneseg/data/simfeatures.py", "exec"), mod.__dict__)
     return mod
 
 
@@ -50,7 +51,7 @@ def main() -> None:
     ap.add_argument("--before", default="", help="a git revision whose simfeatures.py to time as well")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    p = load_params(ROOT / "params.yaml").models["simseq"]
+    p = model_params(load_params(ROOT / "params.yaml"), "simseq")
     sizes = list(load_manifest().values())[: args.movies]
     versions = {"now": transition_features}
     if args.before:

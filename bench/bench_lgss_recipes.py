@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_lgss_recipes.py --variants small "small unscaled" "lr1e-3 small centred" ...
 
 Each variant changes the published recipe (``lgss`` section of params.yaml, ``train.batch_size``,
-``featurize.shot_num``) in one or two ways and trains on the same set, split and seed; a
+``lgss.shot_num``, formerly ``featurize.shot_num``) in one or two ways and trains on the same set, split and seed; a
 `` centred`` suffix also subtracts the training shots' mean from every movie's features. Printed
 per run: first and kept-epoch train loss, the range of the validation loss over the epochs, the
 kept epoch, AP on the transitions owned by the train windows (how well it fits) and by the
@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import SETS, prepare, score  # noqa: E402
 
 from sceneseg.config import load_params  # noqa: E402
-from sceneseg.models import get_model  # noqa: E402
-from sceneseg.stacked import fit_stacked  # noqa: E402
+from sceneseg.models.references.stacked import fit_stacked  # noqa: E402
+from sceneseg.models.registry import get_model, model_params  # noqa: E402
 
 SMALL = {"sim_channel": 64, "lstm_hidden": 64}
-VARIANTS = {  # name -> (lgss overrides, train overrides, featurize.shot_num or None)
+VARIANTS = {  # name -> (lgss overrides, train overrides, lgss.shot_num or None)
     "published": ({}, {}, None),
     "lr1e-3": ({"lr": 1e-3}, {}, None),
     "lr1e-3 no-decay": ({"lr": 1e-3, "lr_decay_epochs": []}, {}, None),
@@ -73,7 +73,7 @@ def main() -> None:
     data, test, _ = prepare(args.set, args.workdir, params)
     e = params.evaluate
     ref = fit_stacked(data.movies("train"), data.owned("train"), data.movies("val"), data.owned("val"),
-                      params.models["lgss"].modalities, tuple(e.stacked_widths))
+                      model_params(params, "lgss").modalities, tuple(e.stacked_widths))
     print(f"{args.set}: stacked {score(test, ref.predict(test), ref.threshold, e.fps, e.recall_window_s)}")
     kind = get_model("lgss")
     print("| variant | seed | train loss (epoch 1 -> kept) | val loss (min - max) | kept epoch | train AP | val AP "
@@ -81,8 +81,9 @@ def main() -> None:
     print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.variants:
         own_over, train_over, shot_num = VARIANTS[name.removesuffix(CENTRED)]
-        own = dataclasses.replace(params.models["lgss"], **own_over)
-        d = data if shot_num is None else dataclasses.replace(data, shot_num=shot_num, _movies={})
+        own = dataclasses.replace(model_params(params, "lgss"), **own_over,
+                                  **({} if shot_num is None else {"shot_num": shot_num}))
+        d = data
         movies = test
         if name.endswith(CENTRED):
             d, movies = _centred(d, test)

@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg import metrics
 from sceneseg.config import load_params
-from sceneseg.evaluate import boundary_rate
-from sceneseg.models import get_model
+from sceneseg.data.movies import load_movies, read_index
+from sceneseg.data.sources import materialize
+from sceneseg.data.split import split_all_windows, split_movies
+from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.evaluation import metrics
+from sceneseg.evaluation.report import boundary_rate
 from sceneseg.models.base import TrainData
-from sceneseg.movies import load_movies, read_index
-from sceneseg.sources import materialize
-from sceneseg.split import split_all_windows, split_movies
-from sceneseg.boosted import boosted_spec, fit_boosted
-from sceneseg.stacked import fit_stacked
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.models.references.boosted import boosted_spec, fit_boosted
+from sceneseg.models.references.stacked import fit_stacked
+from sceneseg.models.registry import get_model, model_params
 
 SETS = {  # name -> (generator settings, test fraction); the realistic story unless said
     "sample": (None, None),  # the built-in sample of params.yaml, the pipeline's split
@@ -64,7 +64,7 @@ def prepare(name: str, root: Path, params) -> tuple[TrainData, list, list]:
     split = split_movies(sorted(n_shots), test_fraction or s.test_fraction, s.test_movies, s.val_fraction,
                          s.val_by, s.seed)
     wins = split_all_windows(split, n_shots, params.featurize.seq_len, s.val_by, s.val_fraction, s.seed)
-    data = TrainData(out, split, wins, params.featurize.shot_num)
+    data = TrainData(out, split, wins)
     return data, load_movies(out, split["test"]), load_movies(out, split["train"])
 
 
@@ -82,7 +82,7 @@ def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, ep
     t0 = time.perf_counter()
     val_whole = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     masks = (data.owned("train"), None if val_whole else data.owned("val"))
-    mods = params.models["simseq"].modalities
+    mods = model_params(params, "simseq").modalities
     for suffix, shipped in (("", True), (" -shipped", False)):  # -shipped: fitted without it (features only)
         ref = fit_stacked(data.movies("train"), masks[0], data.movies("val"), masks[1], mods,
                           tuple(e.stacked_widths), e.stacked_c, params.train.threshold_metric, use_shipped=shipped)
@@ -103,7 +103,7 @@ def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, ep
         for seed in seeds:
             common = dataclasses.replace(params.train, model=model_name, seed=seed,
                                          epochs=epochs or params.train.epochs)
-            trained = kind.train(data, params.models[model_name], common, device, progress=False)
+            trained = kind.train(data, model_params(params, model_name), common, device, progress=False)
             prob = kind.predict(trained.model, trained.config, test, device, common.eval_batch_size)
             rows.setdefault(model_name, []).append(score(test, prob, trained.threshold, e.fps, e.recall_window_s))
             if model_name == "simseq":

@@ -16,7 +16,7 @@ applies it (torch and numpy's BLAS), for a few batch sizes (LGSS's windows; the 
 reads the whole movie at once), and where the time goes: each part is the time spent in the
 functions the command calls for it (load: checkpoint, movie, checks; features; trees; network:
 the GRU net or LGSS; rest: finding the movie, scenes, JSON), as measured in the fastest of the
-repeats. ``--before REV`` also runs ``sceneseg/predict.py`` and ``sceneseg/models/trees.py`` as
+repeats. ``--before REV`` also runs ``sceneseg/predict.py`` and ``sceneseg/models/simseq/trees.py`` as
 they were at the git revision REV, alternating with today's in the same run (a ratio per part,
 and the largest difference of the written probabilities). The machine's load average is printed
 before and after: compare ratios within one run.
@@ -40,17 +40,19 @@ import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-import sceneseg.checkpoint
-import sceneseg.models.simseq
+import sceneseg.models.checkpoint
+import sceneseg.models.simseq.kind
 import sceneseg.predict
-from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.model import LGSS, ModelConfig
-from sceneseg.models.simseq import SimSeqNet, SimSeqTrees, movie_features, tree_inputs
-from sceneseg.models.trees import TreeEnsemble
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY, Movie, save_movie
+from sceneseg.data.synthetic import generate_movie
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.lgss.network import LGSS, ModelConfig
+from sceneseg.models.registry import model_params
+from sceneseg.models.simseq.features import movie_features, tree_inputs
+from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
+from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.predict import format_json
-from sceneseg.synthetic import generate_movie
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +65,7 @@ def synthetic(imdb_id: str, n: int, seed: int) -> Movie:
 
 def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
     """The default model, its trees fitted on the features of a synthetic movie of ``shots`` shots."""
-    p = load_params(ROOT / "params.yaml").models["simseq"]
+    p = model_params(load_params(ROOT / "params.yaml"), "simseq")
     cfg = {"feature_dims": {m: FEATURE_DIMS[m] for m in p.modalities}, "widths": list(p.widths),
            "cross_widths": list(p.cross_widths), "match_widths": list(p.match_widths), "use_shipped": p.use_shipped,
            "hidden": p.hidden, "dropout": p.dropout, "temporal": p.temporal, "dilations": list(p.dilations),
@@ -92,10 +94,10 @@ def source_at(rev: str, path: str, name: str) -> types.ModuleType:
 
 def timed_parts(model: str, predict_mod: types.ModuleType) -> list[tuple[object, str, str]]:
     """(owner, attribute, part): the functions whose time makes up each part of a `predict` call."""
-    parts = [(sceneseg.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
+    parts = [(sceneseg.models.checkpoint, "load_checkpoint", "load"), (predict_mod, "read_movie", "load"),
              (predict_mod, "check_movie", "load")]
     if model == "simseq":
-        return parts + [(sceneseg.models.simseq, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
+        return parts + [(sceneseg.models.simseq.kind, "movie_features", "features"), (SimSeqTrees, "tree_logits", "trees"),
                         (SimSeqNet, "forward", "network")]
     return parts + [(LGSS, "forward", "network")]
 
@@ -161,7 +163,7 @@ def versions(before: str) -> dict[str, dict]:
                    "threads": sceneseg.predict.cpu_threads}}
     if before:
         old = source_at(before, "sceneseg/predict.py", "predict_before")
-        out[before] = {"predict": old, "trees_forward": source_at(before, "sceneseg/models/trees.py",
+        out[before] = {"predict": old, "trees_forward": source_at(before, "sceneseg/models/simseq/trees.py",
                                                                   "trees_before").TreeEnsemble.forward,
                        "threads": getattr(old, "cpu_threads", torch_threads_only)}
     return out

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg import metrics, score
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
-from sceneseg.validate import load_manifest
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
+from sceneseg.data.validate import load_manifest
+from sceneseg.evaluation import score
+from sceneseg.evaluation import metrics
 
 
 def fake_labels(n_shots: dict[str, int], seed: int = 0) -> tuple[dict, dict, dict]:

@@ -4,7 +4,7 @@ older revision's, alternating in one run (so both see the same machine load).
     .venv/bin/python bench/bench_simseq_epochs.py --before 6c3d202 [--epochs 3] [--repeats 2] [--threads 1]
 
 Generates (once, in ``--workdir``) 64 synthetic movies with the real shot counts of
-sceneseg/moviescenes_manifest.csv and the real feature dimensions, splits them with params.yaml's
+sceneseg/data/moviescenes_manifest.csv and the real feature dimensions, splits them with params.yaml's
 split and computes their similarity features as the features stage does. Then, in a fresh process
 per run, trains simseq for ``--epochs`` epochs with each version's own params.yaml (trees off,
 no early stop) and prints the seconds per epoch (validation included; loading the cached
@@ -30,20 +30,29 @@ if code != "-":  # the older revision's package, ahead of the editable install's
 from pathlib import Path
 import torch
 from sceneseg.config import load_params
-from sceneseg.movies import read_index
-from sceneseg.split import split_all_windows, split_movies
 from sceneseg.models.base import TrainData
-from sceneseg.models import get_model
+try:  # the layout since issue 20: data/ and a registry that parses each model's own section
+    from sceneseg.data.movies import read_index
+    from sceneseg.data.split import split_all_windows, split_movies
+    from sceneseg.models.registry import get_model, model_params
+    LAYOUT = 2
+except ImportError:  # an older revision
+    from sceneseg.movies import read_index
+    from sceneseg.split import split_all_windows, split_movies
+    from sceneseg.models import get_model
+    LAYOUT = 1
 torch.set_num_threads(threads)
 params, root = load_params(params_file), Path(root)
 n_shots = {m["imdb_id"]: m["n_shots"] for m in read_index(root / "movies")["movies"]}
 s = params.split
 split = split_movies(sorted(n_shots), s.test_fraction, s.test_movies, s.val_fraction, s.val_by, s.seed)
 wins = split_all_windows(split, n_shots, params.featurize.seq_len, s.val_by, s.val_fraction, s.seed)
-data = TrainData(root / "movies", split, wins, params.featurize.shot_num, root / "features")
+data = (TrainData(root / "movies", split, wins, root / "features") if LAYOUT == 2 else
+        TrainData(root / "movies", split, wins, params.featurize.shot_num, root / "features"))
 for name in ("train", "val", "test"):
     data.movies(name)  # the cached features, memory-mapped: not timed
-p = dataclasses.replace(params.models["simseq"], tree_iters=0, patience=0)
+own = model_params(params, "simseq") if LAYOUT == 2 else params.models["simseq"]
+p = dataclasses.replace(own, tree_iters=0, patience=0)
 t = time.perf_counter()
 trained = get_model("simseq").train(data, p, dataclasses.replace(params.train, epochs=epochs),
                                     torch.device("cpu"), progress=False)
@@ -55,15 +64,16 @@ print(f"RESULT {seconds / len(trained.train_loss):.2f} {trained.extra['val_ap']:
 def prepare(root: Path) -> None:
     """64 real-size movies and their similarity features (this code's features stage)."""
     from sceneseg.config import load_params
-    from sceneseg.featurecache import write_features
-    from sceneseg.models.simseq import feature_spec
-    from sceneseg.sources import materialize
-    from sceneseg.synthetic import SyntheticSpec
+    from sceneseg.data.featurecache import write_features
+    from sceneseg.data.sources import materialize
+    from sceneseg.data.synthetic import SyntheticSpec
+    from sceneseg.models.registry import model_params
+    from sceneseg.models.simseq.features import feature_spec
 
     if not (root / "movies" / "index.json").exists():
         materialize("synthetic", root / "movies", cache_dir=root, synthetic=SyntheticSpec(64, seed=0, length_scale=1.0))
     if not (root / "features" / "spec.json").exists():
-        p = load_params(ROOT / "params.yaml").models["simseq"]
+        p = model_params(load_params(ROOT / "params.yaml"), "simseq")
         write_features(root / "movies", root / "features", feature_spec({
             "feature_dims": p.modalities, "widths": p.widths, "cross_widths": p.cross_widths,
             "match_widths": p.match_widths}))

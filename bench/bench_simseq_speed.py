@@ -5,7 +5,7 @@
 
 Makes a project in ``--workdir`` (this repository's dvc.yaml, params.yaml, stages/ and sceneseg/,
 ``dvc init --no-scm``; with ``--rev``, those files as they were at that git revision), sets the built-in sample to ``--movies`` movies with the real shot counts
-of sceneseg/moviescenes_manifest.csv times ``--length-scale`` (64 x 1.0: the real 106,041 shots,
+of sceneseg/data/moviescenes_manifest.csv times ``--length-scale`` (64 x 1.0: the real 106,041 shots,
 at the real feature dimensions), applies the ``-S key=value`` overrides, and runs each stage of
 ``dvc repro`` in order. Prints per stage the wall time and the peak RSS of its process tree, the
 train stage's seconds per epoch and tree fit (from its log), and the run's AP and Miou

@@ -24,7 +24,7 @@ import time
 GIB = 1024**3
 FEATURE_DIMS = {"place": 2048, "cast": 512, "action": 512, "audio": 512}
 SEQ_LEN = 10
-# MovieScenes (sceneseg/moviescenes_manifest.csv): 64 movies, 106,041 shots, 105,977 transitions;
+# MovieScenes (sceneseg/data/moviescenes_manifest.csv): 64 movies, 106,041 shots, 105,977 transitions;
 # the seed's 57 train movies hold 92,958 transitions, 80% of them train windows, 20% val.
 N_SHOTS, N_TRANSITIONS, TRAIN_MOVIE_TRANSITIONS = 106_041, 105_977, 92_958
 EPOCHS = 30
@@ -40,7 +40,7 @@ def child(form: str, batch_size: int, steps: int, eval_batch_size: int, adam: st
     import torch
     import torch.nn.functional as F
 
-    from sceneseg.model import DEFAULT_FUSION_WEIGHTS, LGSS, ModelConfig
+    from sceneseg.models.lgss.network import DEFAULT_FUSION_WEIGHTS, LGSS, ModelConfig
 
     rss0 = rss_bytes()
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ Under ``movie`` the threshold is also chosen by Miou on the whole validation mov
 For simseq (one run per seed), the boosted and the stacked references (deterministic) this
 prints, per set, protocol and threshold metric: validation AP, test AP, their gap |val - test|,
 the threshold chosen on validation, test F1 and Miou at that threshold (the headline metrics:
-means over test movies, ``sceneseg.metrics``), and the best test F1 and Miou any threshold of the
+means over test movies, ``sceneseg.evaluation.metrics``), and the best test F1 and Miou any threshold of the
 grid reaches (oracles, for comparison only). A protocol tells the truth when its gap is small and
 its threshold's F1 / Miou are close to the oracles'.
 """
@@ -29,11 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import SETS, prepare  # noqa: E402
 
-from sceneseg import metrics  # noqa: E402
-from sceneseg.boosted import boosted_spec, fit_boosted  # noqa: E402
 from sceneseg.config import load_params  # noqa: E402
-from sceneseg.models import get_model  # noqa: E402
-from sceneseg.stacked import fit_stacked, validation_threshold  # noqa: E402
+from sceneseg.evaluation import metrics  # noqa: E402
+from sceneseg.models.references.boosted import boosted_spec, fit_boosted  # noqa: E402
+from sceneseg.models.references.stacked import fit_stacked, validation_threshold  # noqa: E402
+from sceneseg.models.registry import get_model, model_params  # noqa: E402
 
 GRID = metrics.DEFAULT_GRID  # the thresholds choose_threshold searches
 COLUMNS = ("val AP", "test AP", "gap", "threshold", "test F1", "oracle F1", "test Miou", "oracle Miou")
@@ -73,7 +73,7 @@ def run_protocol(name: str, val_by: str, base, seeds: list[int], workdir: Path) 
     val = data.movies("val")
     tmask, vmask = data.owned("train"), (None if val_by == "movie" else data.owned("val"))
     metrics_here = [m for v, m in PROTOCOLS if v == val_by]
-    mods, e = params.models["simseq"].modalities, params.evaluate
+    mods, e = model_params(params, "simseq").modalities, params.evaluate
     rows: dict[tuple[str, str], list[dict]] = {}
 
     def add(system: str, val_prob: dict, test_prob: dict, thresholds: dict[str, float]) -> None:
@@ -91,7 +91,7 @@ def run_protocol(name: str, val_by: str, base, seeds: list[int], workdir: Path) 
     kind, cpu = get_model("simseq"), torch.device("cpu")
     for seed in seeds:
         common = dataclasses.replace(params.train, model="simseq", seed=seed, threshold_metric="f1")
-        tr = kind.train(data, params.models["simseq"], common, cpu, progress=False)
+        tr = kind.train(data, model_params(params, "simseq"), common, cpu, progress=False)
         val_prob = kind.predict(tr.model, tr.config, val, cpu, common.eval_batch_size)
         thresholds = refit_thresholds(val_prob)
         if abs(thresholds["f1"] - tr.threshold) > 1e-9:  # the training's own threshold, from the same probabilities

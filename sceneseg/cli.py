@@ -10,7 +10,8 @@ from sceneseg import __version__
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the sub-command and run it; bad input ends with one clear line and exit code 1."""
-    from sceneseg import predict, score  # sub-commands register their own options
+    from sceneseg import predict  # sub-commands register their own options
+    from sceneseg.evaluation import score
 
     ap = argparse.ArgumentParser(prog="sceneseg", description="Movie scene segmentation on MovieScenes: predict scenes with a trained "
                                  "model (simseq by default, or LGSS), score predictions like the Eluvio evaluation.")

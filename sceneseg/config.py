@@ -1,18 +1,28 @@
 """params.yaml parsed once into typed, frozen dataclasses, one per stage section.
 
 An unknown key, a missing key or a value of the wrong type is a ``ValueError``
-naming the key, what was expected and what was found.
+naming the key, what was expected and what was found. Each model's own section (named after the
+model) is kept as read here and parsed where the model is used (its ``params`` module, e.g.
+:mod:`sceneseg.models.simseq.params`, with :func:`parse_section`), so this module imports no
+model: a stage that reads no model's params imports neither torch nor scikit-learn through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from sceneseg.data.movies import MODALITIES
+
+# the models' own params sections (one per model of sceneseg.models.registry, named after it)
+MODEL_SECTIONS = ("simseq", "lgss")
+# keys that moved: an old params.yaml stops with one line naming the new key
+MOVED = {"featurize.shot_num": "lgss.shot_num"}
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,7 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class FeaturizeParams:
-    shot_num: int
-    seq_len: int
+    seq_len: int  # transitions per window (LGSS's sequence; simseq's validation transitions with val_by: window)
 
 
 @dataclass(frozen=True)
@@ -95,12 +104,7 @@ class Params:
     featurize: FeaturizeParams
     train: TrainParams
     evaluate: EvaluateParams
-    models: dict  # model name -> its params dataclass (the top-level section named after the model)
-
-    @property
-    def model(self):
-        """The params section of the model that ``train.model`` selects."""
-        return self.models[self.train.model]
+    models: dict[str, dict]  # model name -> its own section as read (parsed by the model: ``parse_section``)
 
 
 def _check_type(key: str, value, tp):
@@ -164,13 +168,15 @@ def _build(cls, raw, prefix: str):
 
 
 def _build_params(raw: dict) -> Params:
-    """The stage sections, then one section per registered model (named after it)."""
-    from sceneseg.models import MODELS  # the registry; models import config, not the reverse at import time
-
+    """The stage sections, then one section per model (named after it), kept as read."""
     stages = [f.name for f in dataclasses.fields(Params) if f.name != "models"]
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise ValueError(f"params key '{old}' is now '{new}' (only that model reads it): move it there")
     for key in raw:
-        if key not in stages and key not in MODELS:
-            raise ValueError(f"unknown params key '{key}': expected one of {', '.join(stages + list(MODELS))}")
+        if key not in stages and key not in MODEL_SECTIONS:
+            raise ValueError(f"unknown params key '{key}': expected one of {', '.join(stages + list(MODEL_SECTIONS))}")
     hints = typing.get_type_hints(Params)
     kwargs = {}
     for name in stages:
@@ -178,16 +184,43 @@ def _build_params(raw: dict) -> Params:
             raise ValueError(f"params key '{name}' is missing")
         kwargs[name] = _check_type(name, raw[name], hints[name])
     models = {}
-    for name, kind in MODELS.items():
+    for name in MODEL_SECTIONS:
         if name not in raw:
             raise ValueError(f"params key '{name}' (the section of model {name!r}) is missing")
-        models[name] = _build(kind.Params, raw[name], name)
+        if not isinstance(raw[name], dict):
+            raise ValueError(f"params key '{name}': expected a mapping, found {raw[name]!r}")
+        models[name] = raw[name]
     return Params(**kwargs, models=models)
+
+
+def parse_section(raw: dict, cls: type, section: str, check: Callable[[object, str], None], source: str):
+    """One model's own section: ``raw`` (its mapping in ``source``) built into the frozen dataclass
+    ``cls`` and checked with ``check(p, section)``; a ValueError naming ``source`` and the key otherwise."""
+    try:
+        p = _build(cls, raw, section)
+        check(p, section)
+        return p
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"params key '{key}': expected one of {', '.join(allowed)}, found {value!r}")
+
+
+def check_modalities(key: str, modalities: list[str]) -> None:
+    """A model's ``modalities`` param: distinct names of known modalities."""
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise ValueError(f"params key '{key}': expected distinct names from {MODALITIES}, found {modalities}")
+    for m in modalities:
+        check_choice(key, m, MODALITIES)
+
+
+def check_class_weights(key: str, weights: list[float]) -> None:
+    """A model's ``class_weights`` param: two positive weights."""
+    if len(weights) != 2 or min(weights) <= 0:
+        raise ValueError(f"params key '{key}': expected two positive weights, found {weights}")
 
 
 def check_range(key: str, value: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
@@ -218,13 +251,9 @@ def validate(p: Params) -> Params:
     check_choice("split.test_movies", p.split.test_movies, ("last", "random"))
     check_range("split.val_fraction", p.split.val_fraction, 0, 1, lo_open=True, hi_open=True)
     check_choice("split.val_by", p.split.val_by, ("window", "movie"))
-    if p.featurize.shot_num < 2 or p.featurize.shot_num % 2:
-        raise ValueError(f"params key 'featurize.shot_num': expected an even number >= 2, found {p.featurize.shot_num}")
     check_range("featurize.seq_len", p.featurize.seq_len, 1, 10_000)
     t = p.train
-    from sceneseg.models import MODELS
-
-    check_choice("train.model", t.model, tuple(MODELS))
+    check_choice("train.model", t.model, MODEL_SECTIONS)
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(t, key) is not None or key != "batch_size":
             check_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
@@ -234,8 +263,6 @@ def validate(p: Params) -> Params:
     if t.threshold_metric == "miou" and p.split.val_by != "movie":
         raise ValueError("params key 'train.threshold_metric': 'miou' needs whole validation movies (split.val_by: movie), "
                          f"found split.val_by: {p.split.val_by!r}")
-    for name, kind in MODELS.items():
-        kind.validate_params(p.models[name], name)
     check_choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))
     check_range("train.num_threads", t.num_threads, 0, 1024)
     check_range("train.world_size", t.world_size, 1, 1024)

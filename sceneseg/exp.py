@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 from sceneseg.config import load_params
-from sceneseg.sources import check_source
+from sceneseg.data.sources import check_source
+from sceneseg.models.registry import all_model_params
 
 PARAMS_FILE = "params.yaml"
 
@@ -87,6 +88,7 @@ def check_overrides(params_path: Path, overrides: list[str]) -> None:
             raise ValueError(f"-S {' -S '.join(overrides)}: {' '.join(str(e.__cause__ or e).split())}") from None
         try:
             params = load_params(copy)
+            all_model_params(params, str(copy))
             check_source(params.data.source, params.data.path)
         except ValueError as e:
             where = f"params.yaml with -S {' -S '.join(overrides)}" if overrides else str(params_path)

@@ -1,8 +1,8 @@
 """``sceneseg predict INPUT... --model CHECKPOINT``: scenes of your own movies from a trained model.
 
 Each INPUT is one MovieScenes-format movie (a ``.pkl`` pickle of any file name, read only through
-the allow-list loader of :mod:`sceneseg.safeload`; or a converted movie folder of ``.npy`` files,
-see :mod:`sceneseg.movies`) or a folder holding such pickles and/or converted folders (for example
+the allow-list loader of :mod:`sceneseg.data.safeload`; or a converted movie folder of ``.npy`` files,
+see :mod:`sceneseg.data.movies`) or a folder holding such pickles and/or converted folders (for example
 the pipeline's ``data/movies``). Ground truth is not needed; when a movie carries it, its scene
 count, precision/recall/F1 and Miou are reported next to the prediction, and the AP, mAP, Miou
 and F1 of all such movies together.
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sceneseg.movies import MODALITIES, Movie, load_movie
+from sceneseg.data.movies import MODALITIES, Movie, load_movie
 
 if TYPE_CHECKING:  # torch-based modules are imported on use, so `sceneseg --help` stays fast
     import torch
 
-    from sceneseg.checkpoint import Checkpoint
+    from sceneseg.models.checkpoint import Checkpoint
 
 DECIMALS = 6  # probabilities are written (and thresholded) at this precision
 SCENE_FIELDS = ("imdb_id", "scene", "first_shot", "last_shot", "first_frame", "last_frame", "boundary_prob")
@@ -107,7 +107,7 @@ def read_movie(src: MovieSource, check_name: bool = True) -> Movie:
     inside the pickle names the movie whatever the file is called.
     """
     if src.kind == "pickle":
-        from sceneseg.safeload import read_movie_pickle
+        from sceneseg.data.safeload import read_movie_pickle
 
         try:
             return read_movie_pickle(src.path, str(src.path), require_labels=False, check_name=check_name)
@@ -201,7 +201,7 @@ def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict
     """Scene count, precision/recall/F1 and (with frames) Miou against the movie's own ground truth, if any."""
     if movie.boundary is None or len(prob) == 0:
         return None
-    from sceneseg import metrics
+    from sceneseg.evaluation import metrics
 
     gt = np.asarray(movie.boundary, dtype=bool)
     pred = prob >= threshold
@@ -250,7 +250,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
         if truth is not None and ends is not None:
             truth[movie.imdb_id] = (np.asarray(movie.boundary, dtype=bool), ends)
     if plot_dir is not None and n_shots >= 2:
-        from sceneseg.plots import plot_timeline
+        from sceneseg.evaluation.plots import plot_timeline
 
         gt = None if movie.boundary is None else np.asarray(movie.boundary, dtype=bool)
         plot_timeline(movie.imdb_id, gt, prob, threshold, Path(plot_dir) / f"timeline_{movie.imdb_id}.png",
@@ -261,7 +261,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
 def overall_scores(truth: dict[str, tuple[np.ndarray, np.ndarray]], prob: dict[str, np.ndarray],
                    threshold: float) -> dict:
     """AP, mAP, Miou, Precision, Recall and F1 of all movies with ground truth and frames together (Eluvio)."""
-    from sceneseg import metrics
+    from sceneseg.evaluation import metrics
 
     res = metrics.evaluate({k: g for k, (g, _) in truth.items()}, {k: prob[k] for k in truth},
                            {k: e for k, (_, e) in truth.items()}, threshold=threshold)
@@ -285,8 +285,8 @@ def predict_input(inputs: Path | list[Path], model_path: Path, threshold: float 
     ``threshold`` None uses the threshold stored in the checkpoint. Returns the output document; when
     movies carry ground truth with frames, its ``ground_truth`` scores them together.
     """
-    from sceneseg.checkpoint import load_checkpoint
-    from sceneseg.inference import pick_device
+    from sceneseg.models.checkpoint import load_checkpoint
+    from sceneseg.training.device import pick_device
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold: expected a number in [0, 1], found {threshold}")

@@ -5,7 +5,7 @@ import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not
 
 from pathlib import Path
 
-from sceneseg.sources import SyntheticSpec, check_source, materialize
+from sceneseg.data.sources import SyntheticSpec, check_source, materialize
 from sceneseg.stage import run, stage_args
 
 

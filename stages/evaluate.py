@@ -7,17 +7,17 @@ import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not
 
 from pathlib import Path
 
-from sceneseg.boosted import boosted_spec, fit_boosted
-from sceneseg.checkpoint import load_checkpoint
-from sceneseg.evaluate import PR_SYSTEMS, boundary_rate, draw, headline, pr_points, predictions_doc, score_systems
-from sceneseg.inference import pick_device
+from sceneseg.data.featurecache import attach
+from sceneseg.data.movies import load_movies, missing_shipped
+from sceneseg.data.split import load_split
+from sceneseg.data.windows import load_windows
+from sceneseg.evaluation.report import PR_SYSTEMS, boundary_rate, draw, headline, pr_points, predictions_doc, score_systems
 from sceneseg.models.base import owned_transitions
-from sceneseg.featurecache import attach
-from sceneseg.movies import load_movies, missing_shipped
-from sceneseg.split import load_split
-from sceneseg.stacked import fit_stacked
+from sceneseg.models.checkpoint import load_checkpoint
+from sceneseg.models.references.boosted import boosted_spec, fit_boosted
+from sceneseg.models.references.stacked import fit_stacked
 from sceneseg.stage import run, stage_args, write_json, writing
-from sceneseg.windows import load_windows
+from sceneseg.training.device import pick_device
 
 
 def main(args, params) -> None:

@@ -1,5 +1,5 @@
 """Stage features: the default model's similarity features of every movie (window cosines and
-cross matches per modality, sceneseg.simfeatures), computed once per movie set and feature params,
+cross matches per modality, sceneseg.data.simfeatures), computed once per movie set and feature params,
 so train and evaluate read them instead of computing them in every experiment."""
 
 import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
@@ -7,12 +7,13 @@ import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not
 import time
 from pathlib import Path
 
-from sceneseg.featurecache import FeatureSpec, write_features
+from sceneseg.data.featurecache import FeatureSpec, write_features
+from sceneseg.models.simseq.params import parse
 from sceneseg.stage import run, stage_args, writing
 
 
 def main(args, params) -> None:
-    p = params.models["simseq"]
+    p = parse(params.models["simseq"], args.params)  # the widths of simseq's own section
     spec = FeatureSpec(tuple(p.modalities), tuple(p.widths), tuple(p.cross_widths), tuple(p.match_widths))
     t0 = time.perf_counter()
     with writing(args.out):

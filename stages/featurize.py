@@ -4,10 +4,10 @@ import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not
 
 from pathlib import Path
 
-from sceneseg.movies import read_index
-from sceneseg.split import load_split, split_all_windows
+from sceneseg.data.movies import read_index
+from sceneseg.data.split import load_split, split_all_windows
+from sceneseg.data.windows import save_windows
 from sceneseg.stage import run, stage_args, writing
-from sceneseg.windows import save_windows
 
 
 def main(args, params) -> None:

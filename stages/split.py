@@ -4,8 +4,8 @@ import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not
 
 from pathlib import Path
 
-from sceneseg.movies import read_index
-from sceneseg.split import save_split, split_movies
+from sceneseg.data.movies import read_index
+from sceneseg.data.split import save_split, split_movies
 from sceneseg.stage import run, stage_args, writing
 
 

@@ -1,6 +1,6 @@
 """Stage train: fit the model that train.model selects, log losses per epoch, pick the decision
 threshold on validation, save a self-contained checkpoint. An interrupted run resumes from its
-last finished epoch (the state lives under data.cache_dir, see sceneseg.resume)."""
+last finished epoch (the state lives under data.cache_dir, see sceneseg.training.resume)."""
 
 import _venv  # noqa: F401  (first: one line, not a traceback, when .venv is not active)
 
@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import to_dict
-from sceneseg.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env, thread_limit
-from sceneseg.inference import pick_device
-from sceneseg.models import get_model
+from sceneseg.data.split import load_split
+from sceneseg.data.windows import load_windows
+from sceneseg.evaluation.plots import plot_losses
 from sceneseg.models.base import TrainData
-from sceneseg.plots import plot_losses
-from sceneseg.resume import ResumeStore, code_digest, data_digest, key_parts
-from sceneseg.split import load_split
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.registry import get_model, model_params
 from sceneseg.stage import Interrupted, run, stage_args, write_json, writing
-from sceneseg.windows import load_windows
+from sceneseg.training.device import pick_device
+from sceneseg.training.distributed import WorkerNode, available_cores, cpu_threads, jobs_from_env, thread_limit
+from sceneseg.training.resume import ResumeStore, code_digest, data_digest, key_parts
 
 
 def main(args, params) -> None:
@@ -29,12 +29,12 @@ def main(args, params) -> None:
     threads = cpu_threads(t.num_threads, jobs_from_env(), t.world_size, available_cores())
     device = pick_device(t.device, claim=t.world_size == 1)  # data-parallel ranks take one GPU each
     kind = get_model(t.model)
+    own = model_params(params, t.model, args.params)  # the selected model's own section (make exp checks all)
     procs = f", {t.world_size} processes" if t.world_size > 1 else ""
     print(f"train: model {t.model}, device {device.type if procs else device}{procs} "
           f"({threads or torch.get_num_threads()} CPU threads{' each' if procs else ''})")
     wins = {n: load_windows(Path(args.windows) / f"{n}.npz") for n in ("train", "val", "test")}
-    data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, params.featurize.shot_num,
-                     Path(args.features))
+    data = TrainData(Path(args.movies), load_split(Path(args.split)), wins, Path(args.features))
 
     live = Live(args.plots, dvcyaml=False, save_dvc_exp=False, report=None, resume=False)
 
@@ -44,13 +44,13 @@ def main(args, params) -> None:
         live.log_metric("loss/val", losses["val"])
 
     # everything that determines the run: a saved state of another run is never picked up
-    sections = {"train": to_dict(t), t.model: to_dict(params.model), "featurize": to_dict(params.featurize),
+    sections = {"train": to_dict(t), t.model: to_dict(own), "featurize": to_dict(params.featurize),
                 "split": to_dict(params.split)}
     store = ResumeStore(Path(params.data.cache_dir).expanduser() / "resume", key_parts(
         sections, data_digest(Path(args.movies), Path(args.split), Path(args.windows)), code_digest(), device.type))
     try:
         with thread_limit(threads if t.world_size == 1 else None):  # data-parallel ranks set their own
-            trained = kind.train(data, params.model, t, device, on_epoch=on_epoch, resume=store)
+            trained = kind.train(data, own, t, device, on_epoch=on_epoch, resume=store)
     except KeyboardInterrupt:
         raise Interrupted(store.interrupted_message()) from None
     except WorkerNode as e:  # a machine of a multi-node job other than rank 0's: nothing to write here
@@ -60,7 +60,7 @@ def main(args, params) -> None:
     print(f"train: decision threshold {trained.threshold:.3f} (chosen on validation by {t.threshold_metric})")
     # the params this model depends on: the shared sections and its own (evaluate's do not change it)
     trained_with = {k: v for k, v in to_dict(params).items() if k not in ("evaluate", "models")}
-    trained_with[t.model] = to_dict(params.model)
+    trained_with[t.model] = to_dict(own)
     with writing(args.model):
         save_checkpoint(Path(args.model), t.model, trained.model, trained.config, trained.threshold,
                         t.threshold_metric, params=trained_with, commit="")  # no commit: the same run gives the same bytes in any clone

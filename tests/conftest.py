@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sceneseg.inference import ShotBank
-from sceneseg.model import LGSS, ModelConfig
-from sceneseg.movies import Movie
-from sceneseg.windows import Windows, build_windows
+from sceneseg.data.movies import Movie
+from sceneseg.data.windows import Windows, build_windows
+from sceneseg.models.lgss.inference import ShotBank
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 
 TINY_DIMS = {"place": 5, "cast": 3}
 

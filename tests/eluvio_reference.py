@@ -1,7 +1,7 @@
 """An independent reference for the Eluvio scene-segmentation metrics, for the tests.
 
 Written from the published definitions (the challenge's README and ``evaluate_sceneseg.py`` as
-described in the project brief), not from ``sceneseg.metrics``: plain loops over transitions and
+described in the project brief), not from ``sceneseg.evaluation.metrics``: plain loops over transitions and
 scenes (numpy only to try every pair of scenes at once), so that a bug in the fast code cannot
 hide in a shared helper.
 

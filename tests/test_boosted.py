@@ -1,4 +1,4 @@
-"""The boosted reference (sceneseg.boosted): its columns, which transitions it fits, its threshold,
+"""The boosted reference (sceneseg.models.references.boosted): its columns, which transitions it fits, its threshold,
 and the banded cross_max / with_context it reads (against brute force)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from conftest import tiny_movie
-from sceneseg.boosted import BoostedSpec, features, fit_boosted
-from sceneseg.metrics import choose_threshold
-from sceneseg.movies import Movie
-from sceneseg.simfeatures import cross_max, transition_features, unit_rows, window_cosines, with_context
+from sceneseg.data.movies import Movie
+from sceneseg.data.simfeatures import cross_max, transition_features, unit_rows, window_cosines, with_context
+from sceneseg.evaluation.metrics import choose_threshold
+from sceneseg.models.references.boosted import BoostedSpec, features, fit_boosted
 
 MODS = ("place", "cast")
 

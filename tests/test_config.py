@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sceneseg.config import load_params, parse_params
+from sceneseg.config import MODEL_SECTIONS, load_params, parse_params
+from sceneseg.models.registry import MODELS, all_model_params, model_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,13 +15,13 @@ def raw():
 
 def test_project_params_parse_with_the_published_recipe():
     p = load_params(ROOT / "params.yaml")
-    t, lg = p.train, p.models["lgss"]
+    t, lg = p.train, model_params(p, "lgss")
     assert (t.model, t.lr, t.epochs, t.batch_size) == ("simseq", None, 30, None)  # None: each model's own
     assert (lg.lr, lg.weight_decay, lg.lr_decay_epochs, lg.lr_decay_gamma, lg.batch_size) == (0.01, 0.0005, [15], 0.1, 8)
     assert lg.class_weights == [0.5, 5.0]
     assert lg.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}
-    assert p.model is p.models["simseq"]
-    assert (p.featurize.shot_num, p.featurize.seq_len) == (4, 10)
+    assert model_params(p) == model_params(p, "simseq")  # train.model selects simseq
+    assert (lg.shot_num, p.featurize.seq_len) == (4, 10)
     assert p.data.source == "synthetic"
 
 
@@ -31,7 +32,8 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["train"].update(lr="fast"), "'train.lr': expected a number, found 'fast'"),
     (lambda r: r["train"].update(epochs=0), "'train.epochs': expected a value in"),
     (lambda r: r["train"].pop("seed"), "'train.seed' is missing"),
-    (lambda r: r["featurize"].update(shot_num=3), "'featurize.shot_num': expected an even number"),
+    (lambda r: r["lgss"].update(shot_num=3), "'lgss.shot_num': expected an even number"),
+    (lambda r: r["featurize"].update(shot_num=4), "params key 'featurize.shot_num' is now 'lgss.shot_num'"),
     (lambda r: r["lgss"].update(modalities=["place", "smell"]), "'lgss.modalities': expected one of"),
     (lambda r: r["lgss"].update(modalities=["place"]), "'lgss.fusion_weights': expected one weight per modality"),
     (lambda r: r["simseq"].update(widths=[0, 2]), "'simseq.widths': expected distinct widths"),
@@ -57,10 +59,10 @@ def test_bad_params_name_the_key(edit, message):
     r = raw()
     edit(r)
     if message is None:  # valid
-        parse_params(r)
+        all_model_params(parse_params(r))
         return
     with pytest.raises(ValueError, match=None) as e:
-        parse_params(r)
+        all_model_params(parse_params(r))  # each model's own section is parsed where it is used
     assert message in str(e.value)
     assert str(e.value).startswith("params.yaml: ")
 
@@ -68,3 +70,10 @@ def test_bad_params_name_the_key(edit, message):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ValueError, match="expected the pipeline parameters file"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_config_names_the_sections_of_the_registered_models():
+    """config keeps the models' sections as read (it imports no model); the registry parses them."""
+    assert set(MODEL_SECTIONS) == set(MODELS)
+    p = load_params(ROOT / "params.yaml")
+    assert set(p.models) == set(MODEL_SECTIONS) and all(isinstance(v, dict) for v in p.models.values())

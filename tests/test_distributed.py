@@ -1,4 +1,4 @@
-"""sceneseg.distributed: threads per job, GPU choice, and data-parallel LGSS and simseq on CPU (gloo).
+"""sceneseg.training.distributed: threads per job, GPU choice, and data-parallel LGSS and simseq on CPU (gloo).
 
 SLOW for `make test`: the data-parallel tests spawn 2 processes each (10-25 s apiece on 2 cores,
 most of it starting Python and torch) and the last one runs the real `dvc repro` with 2 ranks
@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from sceneseg.config import load_params, parse_params
-from sceneseg.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
-from sceneseg.models import get_model
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.registry import get_model
+from sceneseg.training.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
 from test_models import make_data, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_gpu_claims_are_exclusive_between_processes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time; from pathlib import Path; from sceneseg.distributed import _lock_claim; "
+    code = ("import sys, time; from pathlib import Path; from sceneseg.training.distributed import _lock_claim; "
             "print(_lock_claim(Path(sys.argv[1]), 'gpu0'), flush=True); time.sleep(30)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -252,7 +252,7 @@ def test_thread_limit_holds_torch_and_every_openmp_pool_then_restores_torch():
     import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime)
     from threadpoolctl import threadpool_info
 
-    from sceneseg.distributed import thread_limit
+    from sceneseg.training.distributed import thread_limit
 
     before = torch.get_num_threads()
     with thread_limit(1):

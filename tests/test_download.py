@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from sceneseg.download import DownloadFailed, cached_archive_path, fetch_archive
-from sceneseg.sources import materialize
-from sceneseg.synthetic import generate_movie
+from sceneseg.data.download import DownloadFailed, cached_archive_path, fetch_archive
+from sceneseg.data.sources import materialize
+from sceneseg.data.synthetic import generate_movie
 
 DRIVE_ID = "1oZSOkd4lFmbY205VKQ9aPv1Hz3T_-N6e"
 HINT = (f"download https://drive.google.com/file/d/{DRIVE_ID}/view in a browser, then set "
@@ -164,7 +164,7 @@ def test_html_page_instead_of_the_archive_is_refused(tmp_path):
 
 def _published(monkeypatch, counts: dict[str, int]) -> None:
     """Pretend the published set is ``counts`` (the real manifest needs the 1.4 GiB archive)."""
-    monkeypatch.setattr("sceneseg.validate.load_manifest", lambda: dict(counts))
+    monkeypatch.setattr("sceneseg.data.validate.load_manifest", lambda: dict(counts))
 
 
 def test_moviescenes_source_converts_the_published_set(tmp_path, monkeypatch):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve
 
-from sceneseg.evaluate import boundary_rate, pr_points, score_systems
-from sceneseg.movies import Movie
+from sceneseg.data.movies import Movie
+from sceneseg.evaluation.report import boundary_rate, pr_points, score_systems
 
 FPS, WINDOW_S, SEED = 2.0, 5.0, 7
 SCALARS = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", "Recall@5s")
@@ -169,8 +169,8 @@ def test_pr_points_thinning_keeps_the_ends():
 
 
 def test_draw_hands_each_picture_its_systems_data(tmp_path, monkeypatch):
-    from sceneseg import evaluate as evaluate_mod
-    from sceneseg.evaluate import draw
+    from sceneseg.evaluation import report as evaluate_mod
+    from sceneseg.evaluation.report import draw
 
     calls = []
     monkeypatch.setattr(evaluate_mod.plots, "plot_pr_curves", lambda curves, out, ap=None: calls.append(("pr", curves, out, ap)))
@@ -215,7 +215,7 @@ def test_draw_hands_each_picture_its_systems_data(tmp_path, monkeypatch):
 
 
 def test_headline_keeps_the_few_numbers_dvc_shows():
-    from sceneseg.evaluate import headline
+    from sceneseg.evaluation.report import headline
 
     full = {"model": {"AP": 0.8, "mAP": 0.81, "Miou": 0.7, "Precision": 0.6, "Recall": 0.5, "F1": 0.55, "Recall@3s": 0.6},
             "boosted": {"AP": 0.7, "mAP": 0.71, "Miou": 0.65, "F1": 0.5, "threshold": 0.2},

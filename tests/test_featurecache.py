@@ -1,4 +1,4 @@
-"""The features stage's cache (sceneseg.featurecache): what it writes, that attached features are the
+"""The features stage's cache (sceneseg.data.featurecache): what it writes, that attached features are the
 ones computed on the fly, that other widths are computed, and that bad or missing files name themselves."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-import sceneseg.featurecache as fc
+import sceneseg.data.featurecache as fc
 from conftest import tiny_movie
-from sceneseg.featurecache import FeatureSpec, attach, read_spec, similarity, write_features
-from sceneseg.movies import load_movies, save_movie, write_index
-from sceneseg.simfeatures import transition_features
+from sceneseg.data.featurecache import FeatureSpec, attach, read_spec, similarity, write_features
+from sceneseg.data.movies import load_movies, save_movie, write_index
+from sceneseg.data.simfeatures import transition_features
 
 SPEC = FeatureSpec(("place", "cast"), (1, 2, 4), (2,), (2,))
 

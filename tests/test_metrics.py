@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from sceneseg import metrics
+from sceneseg.evaluation import metrics
 
 # ----------------------------------------------------------------------------- brute force
 

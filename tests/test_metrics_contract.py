@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from sceneseg import metrics
+from sceneseg.evaluation import metrics
 
 GT = np.array([True, False, True])
 END = np.array([3, 7, 9, 12])

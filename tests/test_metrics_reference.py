@@ -12,9 +12,11 @@ import torch
 from sklearn.metrics import average_precision_score
 
 import eluvio_reference as ref
-from sceneseg import cli, metrics, score
-from sceneseg.movies import END_FRAME_KEY, GT_KEY, PRED_KEY
-from sceneseg.synthetic import generate_movie
+from sceneseg import cli
+from sceneseg.data.movies import END_FRAME_KEY, GT_KEY, PRED_KEY
+from sceneseg.data.synthetic import generate_movie
+from sceneseg.evaluation import score
+from sceneseg.evaluation import metrics
 
 SCALAR_KEYS = ("AP", "mAP", "Miou", "Precision", "Recall", "F1")
 

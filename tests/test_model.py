@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sceneseg import model as model_mod
-from sceneseg.model import LGSS, ModelConfig, difference_direct, difference_fast
+from sceneseg.models.lgss import network as model_mod
+from sceneseg.models.lgss.network import LGSS, ModelConfig, difference_direct, difference_fast
 
 DIMS = {"place": 48, "cast": 16, "audio": 24}
 WEIGHTS = {"place": 0.5, "cast": 0.3, "audio": 0.2}
@@ -285,7 +285,7 @@ def test_cuda_bf16_autocast_close_to_float32(no_tf32):
     (2e-3 measured on the CPU with the LSTM and fc weights cast to bf16, gradient cosine 1.0000).
     Stated tolerance: logits within 2e-2 + 2e-2 |logit| of float32, boundary probabilities within
     1e-2, and the gradient of the weighted training loss within 10% in norm and cosine > 0.99."""
-    from sceneseg.inference import autocast_for
+    from sceneseg.models.lgss.inference import autocast_for
 
     device = torch.device("cuda")
     cfg = small_config()

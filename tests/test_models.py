@@ -10,18 +10,18 @@ import torch
 from sklearn.metrics import average_precision_score
 from test_threshold import brute_force_best, pooled_f1, tie_break
 
-from sceneseg.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models import MODELS, get_model
+from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
+from sceneseg.data.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
+from sceneseg.data.sources import materialize
+from sceneseg.data.split import split_all_windows, split_movies
+from sceneseg.data.synthetic import SyntheticSpec
 from sceneseg.models.base import TrainData, owned_transitions
-from sceneseg.movies import Movie, load_movies, read_index, save_movie
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.models.references.stacked import features as stacked_features
+from sceneseg.models.references.stacked import fit_stacked
+from sceneseg.models.registry import MODELS, get_model, model_params
 from sceneseg.predict import predict_input
-from sceneseg.simfeatures import cross_max, unit_rows, window_cosines, zscore_columns
-from sceneseg.sources import materialize
-from sceneseg.split import split_all_windows, split_movies
-from sceneseg.stacked import features as stacked_features
-from sceneseg.stacked import fit_stacked
-from sceneseg.synthetic import SyntheticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -32,7 +32,7 @@ def tiny(params, model: str, epochs: int = 4, **own):
     common = dataclasses.replace(params.train, model=model, epochs=epochs, batch_size=4, eval_batch_size=16)
     small = {"lgss": dict(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[2]),
              "simseq": dict(hidden=16, crop_len=32, patience=0)}[model]
-    return common, dataclasses.replace(params.models[model], **{**small, **own})
+    return common, dataclasses.replace(model_params(params, model), **{**small, **own})
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def make_data(root: Path, spec: SyntheticSpec, params, val_by: str = "window") -
     materialize("synthetic", root, cache_dir=root.parent, synthetic=spec)
     n_shots = {m["imdb_id"]: m["n_shots"] for m in read_index(root)["movies"]}
     split = split_movies(sorted(n_shots), 0.25, "last", 0.25, val_by, 0)
-    return TrainData(root, split, split_all_windows(split, n_shots, 5, val_by, 0.25, 0), 4)
+    return TrainData(root, split, split_all_windows(split, n_shots, 5, val_by, 0.25, 0))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_simseq_loss_reads_only_the_transitions_the_train_windows_own(data, para
     kind = get_model("simseq")
     common, own = tiny(params, "simseq", epochs=2)
     base = kind.train(data, own, common, CPU, progress=False)
-    flipped = TrainData(data.movies_dir, data.split, data.windows, data.shot_num)
+    flipped = TrainData(data.movies_dir, data.split, data.windows)
     owned = data.owned("train")
     for m in data.movies("train"):
         b = np.asarray(m.boundary).copy()
@@ -240,7 +240,8 @@ def test_simseq_padding_reaches_no_layer(temporal):
     """A movie shorter than the crop gives the same logits alone and zero-padded in a batch with a
     longer one, in training mode (dropout off): the standardised padding (-mean/std) would otherwise
     reach the convolutions and the reverse GRU (or the dilated convolutions beyond its end)."""
-    from sceneseg.models.simseq import SimSeqNet, n_features
+    from sceneseg.models.simseq.features import n_features
+    from sceneseg.models.simseq.network import SimSeqNet
 
     cfg = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8, "dropout": 0.0,
            "temporal": temporal, "dilations": [1, 2, 4]}

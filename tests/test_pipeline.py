@@ -86,9 +86,9 @@ def test_dvc_repro_end_to_end(project):
     assert json.loads((project / "plots/eval/pr_boosted.json").read_text())[0].keys() == {"recall", "precision"}
     assert tr["model"] == "simseq"
     # the features stage's output: what the model reads, equal to the features computed on the fly
-    from sceneseg.featurecache import FeatureSpec, attach, similarity
-    from sceneseg.movies import load_movies
-    from sceneseg.simfeatures import transition_features
+    from sceneseg.data.featurecache import FeatureSpec, attach, similarity
+    from sceneseg.data.movies import load_movies
+    from sceneseg.data.simfeatures import transition_features
     p = tiny_params()["simseq"]
     spec = FeatureSpec(tuple(p["modalities"]), tuple(p["widths"]), tuple(p["cross_widths"]), tuple(p["match_widths"]))
     movies = load_movies(project / "data/movies")
@@ -180,7 +180,8 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
 
 
 def _sceneseg_imports(path: Path) -> set[Path]:
-    """The sceneseg modules a file imports anywhere (functions included), as files."""
+    """The project files a file imports anywhere (functions included): each module and the
+    ``__init__.py`` of every package above it (importing a module runs them)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
@@ -188,35 +189,70 @@ def _sceneseg_imports(path: Path) -> set[Path]:
             if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
         for n in names:
             for f in (ROOT / f"{n.replace('.', '/')}.py", ROOT / n.replace(".", "/") / "__init__.py"):
-                if n.startswith("sceneseg.") and f.is_file():
+                if (n == "sceneseg" or n.startswith("sceneseg.")) and f.is_file():
                     found.add(f)
+                    found |= {ROOT / d / "__init__.py" for d in f.relative_to(ROOT).parents
+                              if (ROOT / d / "__init__.py").is_file() and d != Path(".")}
     return found
 
 
-@pytest.mark.parametrize("stage", ["features", "train", "evaluate"])
-def test_stage_deps_name_every_module_the_stage_imports(stage):
-    """A change to any module a stage runs reruns it: dvc.yaml's deps hold the stage's import closure,
-    and the features stage's hold nothing else. (sceneseg.config imports the models' params registry on
-    use, to check params; like the data stages, the features stage does not rerun when a model changes.)"""
-    st = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    script = ROOT / st["cmd"].split()[1]
-    registry = ROOT / "sceneseg/models"
-    need, todo = {script}, [script]
+def _closure(*files: Path) -> set[Path]:
+    need, todo = set(files), list(files)
     while todo:
-        f = todo.pop()
-        for g in _sceneseg_imports(f) - need:
-            if f.name == "config.py" and registry in g.parents:
-                continue
+        for g in _sceneseg_imports(todo.pop()) - need:
             need.add(g)
             todo.append(g)
+    return need
+
+
+STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+
+
+@pytest.mark.parametrize("model", ["simseq", "lgss"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_deps_are_exactly_the_project_modules_the_stage_imports(stage, model):
+    """A change to any module a stage runs reruns it, and a change to any other module does not:
+    dvc.yaml's deps (``${train.model}`` resolved to ``model``) hold the stage's import closure and no
+    other project file. The registry imports the selected model's package on use (``kind`` module),
+    so train and evaluate import that package and not the other's."""
+    from sceneseg.config import MODEL_SECTIONS
+    from sceneseg.models.registry import MODELS
+
+    assert set(MODELS) == set(MODEL_SECTIONS) == {"simseq", "lgss"}
+    st = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    script = ROOT / st["cmd"].split()[1]
+    kind = ROOT / (MODELS[model].split(":")[0].replace(".", "/") + ".py")
+    uses_model = any("${train.model}" in d for d in st["deps"])
+    need = _closure(script, kind) if uses_model else _closure(script)
     deps = set()
     for d in st["deps"]:
-        p = ROOT / d
+        p = ROOT / d.replace("${train.model}", model)
+        assert p.exists() or d.startswith(("data/", "models/")), f"dvc.yaml stage {stage}: dep {d} does not exist"
         deps |= set(p.rglob("*.py")) if p.is_dir() else {p}
-    missing = sorted(str(f.relative_to(ROOT)) for f in need - deps)
+    project = {f for f in deps if f.suffix == ".py" and ROOT in f.parents}
+    missing = sorted(str(f.relative_to(ROOT)) for f in need - project)
+    extra = sorted(str(f.relative_to(ROOT)) for f in project - need)
     assert not missing, f"dvc.yaml stage {stage} lacks deps {missing}"
-    if stage == "features":
-        assert {f for f in deps if f.suffix == ".py"} == need
+    assert not extra, f"dvc.yaml stage {stage} lists deps it does not import: {extra}"
+
+
+@pytest.mark.parametrize("stage,banned", [
+    ("split", ("torch", "sklearn", "sceneseg.models")),
+    ("featurize", ("torch", "sklearn", "sceneseg.models")),
+    # the dataset's pickles hold torch tensors: download needs torch to read, check and write them
+    ("download", ("sklearn", "sceneseg.models")),
+    ("features", ("torch", "sklearn", "sceneseg.models.simseq.kind", "sceneseg.models.registry")),
+])
+def test_the_data_stages_import_no_model_code(stage, banned):
+    """Loading params no longer imports the models: the data stages import neither scikit-learn nor
+    any model's code (and split, featurize and features not torch), checked in a fresh interpreter."""
+    code = ("import runpy, sys; sys.path[:0] = ['stages', '.']; runpy.run_path('stages/%s.py', run_name='not_main'); "
+            "print(' '.join(sorted(sys.modules)))" % stage)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(r.stdout.split())
+    assert "sceneseg.config" in loaded
+    found = sorted(m for m in loaded for b in banned if m == b or m.startswith(b + "."))
+    assert not found, f"stage {stage} imports {found}"
 
 
 def test_models_are_a_choice_and_read_only_their_own_keys(project):

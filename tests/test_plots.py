@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sceneseg import plots
+from sceneseg.evaluation import plots
 
 
 def png_size(path) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sceneseg import plots_template as pt
+from sceneseg.evaluation import plots_template as pt
 
 DVC = [sys.executable, "-m", "dvc"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from sceneseg import cli, predict
-from sceneseg.checkpoint import save_checkpoint
-from sceneseg.model import LGSS, ModelConfig
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, Movie, save_movie
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 
 SEQ_LEN = 5
 
@@ -213,10 +213,10 @@ def test_folder_of_pickles_and_converted_movies_via_the_safe_loader(tmp_path, ca
                      movie.shot_end_frame), folder)
     (folder / "index.json").write_text("{}")  # other files are ignored
     calls = []
-    import sceneseg.safeload
+    import sceneseg.data.safeload
 
-    real = sceneseg.safeload.read_movie_pickle
-    monkeypatch.setattr(sceneseg.safeload, "read_movie_pickle", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = sceneseg.data.safeload.read_movie_pickle
+    monkeypatch.setattr(sceneseg.data.safeload, "read_movie_pickle", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     rc, out, err = run_predict([str(folder), "--model", str(tmp_path / "m.pt")], capsys)
     assert rc == 0, err
     doc = json.loads(out)
@@ -244,9 +244,9 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys):
 def test_one_shot_movie_is_one_scene_without_a_model_call(tmp_path, capsys, monkeypatch):
     tiny_checkpoint(tmp_path / "m.pt")
     save_movie(Movie("tt0000040", tiny_features(1, 40), None, np.array([99])), tmp_path / "movies")
-    import sceneseg.inference
+    import sceneseg.models.lgss.inference
 
-    monkeypatch.setattr(sceneseg.inference, "predict_windows", lambda *a, **k: pytest.fail("model called"))
+    monkeypatch.setattr(sceneseg.models.lgss.inference, "predict_windows", lambda *a, **k: pytest.fail("model called"))
     rc, out, err = run_predict([str(tmp_path / "movies"), "--model", str(tmp_path / "m.pt"), "--plot",
                                 str(tmp_path / "plots")], capsys)
     assert rc == 0, err
@@ -316,9 +316,9 @@ def test_scenes_from_probs_edges():
 
 
 def test_a_movie_twice_in_a_folder_is_refused_before_predicting_it_again(tmp_path, capsys, monkeypatch):
-    import sceneseg.plots
+    import sceneseg.evaluation.plots
     drawn = []
-    monkeypatch.setattr(sceneseg.plots, "plot_timeline", lambda imdb_id, *a, **k: drawn.append(imdb_id))
+    monkeypatch.setattr(sceneseg.evaluation.plots, "plot_timeline", lambda imdb_id, *a, **k: drawn.append(imdb_id))
     tiny_checkpoint(tmp_path / "m.pt")
     folder = tmp_path / "movies"
     save_movie(tiny_movie("tt0000001", 12, 0), folder)  # converted folder tt0000001/

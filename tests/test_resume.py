@@ -21,8 +21,8 @@ import torch
 import yaml
 from test_pipeline import tiny_params
 
-from sceneseg import resume
-from sceneseg.resume import ResumeStore
+from sceneseg.training import resume
+from sceneseg.training.resume import ResumeStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6

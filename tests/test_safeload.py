@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sceneseg.movies import MODALITIES
-from sceneseg.safeload import UnsafePickleError, iter_movies, read_movie_pickle, safe_unpickle
-from sceneseg.synthetic import generate_movie
+from sceneseg.data.movies import MODALITIES
+from sceneseg.data.safeload import UnsafePickleError, iter_movies, read_movie_pickle, safe_unpickle
+from sceneseg.data.synthetic import generate_movie
 
 
 def _movie(imdb_id: str = "tt0000001", n: int = 4) -> dict:

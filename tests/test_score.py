@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from sceneseg import metrics, score
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
+from sceneseg.evaluation import score
+from sceneseg.evaluation import metrics
 
 
 def movie_dict(imdb_id: str, n: int, seed: int, dim_scale: int = 1) -> dict:
@@ -132,8 +133,8 @@ def test_score_reads_converted_movies_and_a_predictions_file(tmp_path, capsys):
     """data/movies scores its shipped predictions (as the pickles do); --predictions scores a predict JSON."""
     from sklearn.metrics import average_precision_score
 
-    from sceneseg.movies import save_movie
-    from sceneseg.validate import movie_from_dict
+    from sceneseg.data.movies import save_movie
+    from sceneseg.data.validate import movie_from_dict
 
     dicts = [movie_dict(f"tt000009{i}", n, seed=90 + i) for i, n in enumerate([40, 75, 60])]
     write_pickles(tmp_path / "pkl", dicts)

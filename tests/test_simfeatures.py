@@ -1,5 +1,5 @@
-"""Similarity features (sceneseg.simfeatures) against brute force, and the stacked reference's input
-handling (sceneseg.stacked): which columns it reads, which transitions it fits, where its threshold
+"""Similarity features (sceneseg.data.simfeatures) against brute force, and the stacked reference's input
+handling (sceneseg.models.references.stacked): which columns it reads, which transitions it fits, where its threshold
 comes from. Small, fast cases; tests/test_models.py runs both on synthetic movies."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import tiny_movie
-from sceneseg.metrics import choose_threshold
-from sceneseg.movies import Movie
-from sceneseg.simfeatures import (CANCEL, _band, _window_terms, cross_max, match_means, modality_features,
+from sceneseg.data.movies import Movie
+from sceneseg.evaluation.metrics import choose_threshold
+from sceneseg.data.simfeatures import (CANCEL, _band, _window_terms, cross_max, match_means, modality_features,
                                   transition_features, unit_rows, window_cosines, zscore_columns)
-from sceneseg.stacked import features, fit_stacked
+from sceneseg.models.references.stacked import features, fit_stacked
 
 MODS = ["place", "cast"]
 

@@ -13,13 +13,15 @@ import pytest
 import torch
 from test_models import CPU, ROOT, make_data, tiny
 
-from sceneseg.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models import get_model, simseq
-from sceneseg.models.simseq import SimSeqNet, movie_features, n_base, n_features, tree_inputs
-from sceneseg.movies import Movie
-from sceneseg.resume import ResumeStore
-from sceneseg.synthetic import SyntheticSpec
+from sceneseg.data.movies import Movie
+from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.models.registry import get_model
+from sceneseg.models.simseq import training as simseq
+from sceneseg.models.simseq.features import movie_features, n_base, n_features, tree_inputs
+from sceneseg.models.simseq.network import SimSeqNet
+from sceneseg.training.resume import ResumeStore
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
-from sceneseg.movies import MODALITIES, load_movies, read_index
-from sceneseg.sources import check_source, materialize
-from sceneseg.synthetic import SyntheticSpec, write_synthetic_pickles
+from sceneseg.data.movies import MODALITIES, load_movies, read_index
+from sceneseg.data.sources import check_source, materialize
+from sceneseg.data.synthetic import SyntheticSpec, write_synthetic_pickles
 
 SPEC = SyntheticSpec(n_movies=3, min_shots=4, max_shots=12, seed=3)
 

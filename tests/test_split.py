@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from sceneseg.split import load_split, save_split, split_movies, split_windows
-from sceneseg.windows import build_windows
+from sceneseg.data.split import load_split, save_split, split_movies, split_windows
+from sceneseg.data.windows import build_windows
 
 SEED_TEST = ["tt1205489", "tt1375666", "tt1412386", "tt1707386", "tt2024544", "tt2488496", "tt2582846"]
 
@@ -11,7 +11,7 @@ def manifest_ids():
     from importlib.resources import files
     import csv
     import io
-    text = files("sceneseg").joinpath("moviescenes_manifest.csv").read_text()
+    text = files("sceneseg.data").joinpath("moviescenes_manifest.csv").read_text()
     return [r["imdb_id"] for r in csv.DictReader(io.StringIO(text))]
 
 

@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from sceneseg.split import load_split, save_split, split_all_windows, split_movies, split_windows
-from sceneseg.windows import build_windows
+from sceneseg.data.split import load_split, save_split, split_all_windows, split_movies, split_windows
+from sceneseg.data.windows import build_windows
 
 IDS = [f"tt{i:02d}" for i in range(10)]
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from sceneseg import cli
-from sceneseg.safeload import read_movie_pickle
+from sceneseg.data.safeload import read_movie_pickle
 from sceneseg.stage import Interrupted, run, write_json, writing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +93,8 @@ def test_a_failed_torch_save_names_the_checkpoint(tmp_path):
 
 def test_featurize_on_a_full_disk_leaves_no_windows(tmp_path, monkeypatch, capsys):
     """The real featurize stage: np.savez fails half-way; one line names the file, nothing is left."""
-    from sceneseg.movies import Movie, save_movie, write_index
-    from sceneseg.split import save_split
+    from sceneseg.data.movies import Movie, save_movie, write_index
+    from sceneseg.data.split import save_split
 
     rng = np.random.default_rng(0)
     movies = [Movie(f"tt000000{i}", {m: rng.normal(size=(20, 4)).astype(np.float32)

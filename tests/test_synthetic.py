@@ -5,11 +5,11 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, MODALITIES, PRED_KEY
-from sceneseg.synthetic import (EASY, SyntheticSpec, generate_movie, scene_lengths, shot_count, synthetic_ids,
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, MODALITIES, PRED_KEY
+from sceneseg.data.synthetic import (EASY, SyntheticSpec, generate_movie, scene_lengths, shot_count, synthetic_ids,
                                 write_synthetic_pickles)
-from sceneseg.validate import load_manifest
-from sceneseg.validate import movie_from_dict
+from sceneseg.data.validate import load_manifest
+from sceneseg.data.validate import movie_from_dict
 
 
 def test_movie_has_exactly_the_real_pickle_format():

@@ -8,10 +8,10 @@ import pytest
 
 import eluvio_reference as ref
 from conftest import bank_and_windows, sharp_model, tiny_config, tiny_movie
-from sceneseg import metrics
-from sceneseg.inference import predict_owned
-from sceneseg.movies import Movie
-from sceneseg.threshold import validation_threshold
+from sceneseg.data.movies import Movie
+from sceneseg.evaluation import metrics
+from sceneseg.models.lgss.inference import predict_owned
+from sceneseg.models.lgss.training import validation_threshold
 
 GRID = [round(0.01 * k, 2) for k in range(1, 100)]  # the candidate thresholds: 0.01 ... 0.99
 
@@ -170,3 +170,18 @@ def test_validation_threshold_refusals(validation):
         validation_threshold(model, bank_and_windows(no_frames, 6)[0], w, "miou", batch_size=5)
     with pytest.raises(ValueError, match="^threshold metric: expected f1, miou or fixed, found 'auc'$"):
         validation_threshold(model, bank_and_windows(movies, 6)[0], w, "auc", batch_size=5)
+
+
+def test_the_shared_choice_on_hand_worked_validation_sets():
+    """sceneseg.training.threshold, which every model and reference calls: F1 is 1 exactly for
+    thresholds in (0.30, 0.35] (a boundary is prob >= threshold), whether the transitions come
+    pooled or per movie; 'fixed' is 0.5 without labels; an unknown metric is an error naming it."""
+    from sceneseg.training.threshold import choose_on_validation
+
+    gt, prob = np.array([False, True, False, True]), np.array([0.10, 0.35, 0.30, 0.90])
+    t = choose_on_validation("f1", gt, prob)
+    assert 0.30 < t <= 0.35
+    assert choose_on_validation("f1", {"a": gt[:2], "b": gt[2:]}, {"b": prob[2:], "a": prob[:2]}) == t
+    assert choose_on_validation("fixed") == 0.5
+    with pytest.raises(ValueError, match="expected f1, miou or fixed, found 'auc'"):
+        choose_on_validation("auc", gt, prob)

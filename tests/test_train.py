@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from sceneseg.checkpoint import load_checkpoint, save_checkpoint
-from sceneseg.inference import ShotBank, pick_device, predict_owned, predict_windows
-from sceneseg.model import ModelConfig
-from sceneseg.movies import Movie
-from sceneseg.split import split_windows
-from sceneseg.threshold import validation_threshold
-from sceneseg.train import Recipe, fit
-from sceneseg.windows import build_windows
+from sceneseg.data.movies import Movie
+from sceneseg.data.split import split_windows
+from sceneseg.data.windows import build_windows
+from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
+from sceneseg.models.lgss.inference import ShotBank, predict_owned, predict_windows
+from sceneseg.models.lgss.network import ModelConfig
+from sceneseg.models.lgss.training import validation_threshold
+from sceneseg.models.lgss.training import Recipe, fit
+from sceneseg.training.device import pick_device
 
 DIMS = {"place": 6, "cast": 4}
 
@@ -76,7 +77,7 @@ def test_fit_is_deterministic_and_learns():
 def test_inference_matches_training_forward_and_covers_every_transition():
     movies, bank, w = setup()
     torch.manual_seed(0)
-    from sceneseg.model import LGSS
+    from sceneseg.models.lgss.network import LGSS
     model = LGSS(cfg()).eval()
     probs = predict_windows(model, bank, w, 64)
     assert {k: len(v) for k, v in probs.items()} == {m.imdb_id: m.n_shots - 1 for m in movies}
@@ -137,7 +138,7 @@ def test_pick_device():
 
 
 def test_no_finite_validation_loss_is_a_clear_error(monkeypatch):
-    import sceneseg.train as train_mod
+    import sceneseg.models.lgss.training as train_mod
     movies, bank, w = setup()
     tr, va = split_windows(w, 0.25, 0)
     monkeypatch.setattr(train_mod, "mean_loss", lambda *a, **k: float("nan"))
@@ -146,7 +147,7 @@ def test_no_finite_validation_loss_is_a_clear_error(monkeypatch):
 
 
 def test_a_nan_epoch_does_not_stop_the_best_epoch_being_kept(monkeypatch):
-    import sceneseg.train as train_mod
+    import sceneseg.models.lgss.training as train_mod
     movies, bank, w = setup()
     tr, va = split_windows(w, 0.25, 0)
     losses = iter([float("nan"), 0.5, 0.7])

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import TINY_DIMS, bank_and_windows, sharp_model, tiny_config, tiny_movie
-from sceneseg import train as train_mod
-from sceneseg.inference import ShotBank
-from sceneseg.model import LGSS
-from sceneseg.train import Recipe, fit, input_scales, mean_loss, owned_logits, window_loss
+from sceneseg.models.lgss import training as train_mod
+from sceneseg.models.lgss.inference import ShotBank
+from sceneseg.models.lgss.network import LGSS
+from sceneseg.models.lgss.training import Recipe, fit, input_scales, mean_loss, owned_logits, window_loss
 
 CPU = torch.device("cpu")
 WEIGHT = torch.tensor([0.5, 5.0])
@@ -103,9 +103,9 @@ def recording_fit(monkeypatch, recipe, train, val, test):
     states: dict[int, dict[str, torch.Tensor]] = {}
     reported = []
 
-    def on_epoch(epoch, train_loss, val_loss):
+    def on_epoch(epoch, losses):
         states[epoch] = {k: v.detach().clone() for k, v in created[0].state_dict().items()}
-        reported.append((epoch, train_loss, val_loss))
+        reported.append((epoch, losses["train"], losses["val"]))
 
     model, hist = fit(tiny_config(), recipe, train, val, test, CPU, on_epoch=on_epoch, progress=False)
     assert len(created) == 1 and model is created[0]

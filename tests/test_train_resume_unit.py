@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import bank_and_windows, tiny_config, tiny_movie
-from sceneseg import train as train_mod
-from sceneseg.distributed import Dist
-from sceneseg.model import LGSS
-from sceneseg.resume import ResumeStore
-from sceneseg.train import Recipe, fit
+from sceneseg.models.lgss import training as train_mod
+from sceneseg.models.lgss.network import LGSS
+from sceneseg.models.lgss.training import Recipe, fit
+from sceneseg.training.distributed import Dist
+from sceneseg.training.resume import ResumeStore
 
 CPU = torch.device("cpu")
 SEQ = 6
@@ -45,10 +45,10 @@ def run(data, store=None, stop_at=None, on_epoch=True, recipe=RECIPE, dist=None,
         batches.append(1)
         return real(*args)
 
-    def report(epoch, train_loss, val_loss):
+    def report(epoch, losses):
         if stop_at is not None and epoch == stop_at:
             raise Stop
-        reports.append((epoch, train_loss, val_loss))
+        reports.append((epoch, losses["train"], losses["val"]))
 
     train, val = data
     with pytest.MonkeyPatch.context() as mp:

@@ -13,15 +13,15 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from sceneseg.checkpoint import save_checkpoint
 from sceneseg.config import load_params
-from sceneseg.models import get_model
+from sceneseg.data.movies import Movie, load_movies, read_index, save_movie
+from sceneseg.data.sources import materialize
+from sceneseg.data.split import split_all_windows, split_movies
+from sceneseg.data.synthetic import SyntheticSpec
 from sceneseg.models.base import TrainData
-from sceneseg.movies import Movie, load_movies, read_index, save_movie
+from sceneseg.models.checkpoint import save_checkpoint
+from sceneseg.models.registry import get_model, model_params
 from sceneseg.predict import predict_input
-from sceneseg.sources import materialize
-from sceneseg.split import split_all_windows, split_movies
-from sceneseg.synthetic import SyntheticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -31,13 +31,13 @@ def realistic(root: Path, spec: SyntheticSpec) -> TrainData:
     materialize("synthetic", root, cache_dir=root.parent, synthetic=spec)
     n_shots = {m["imdb_id"]: m["n_shots"] for m in read_index(root)["movies"]}
     split = split_movies(sorted(n_shots), 0.25, "last", 0.2, "window", 0)
-    return TrainData(root, split, split_all_windows(split, n_shots, 10, "window", 0.2, 0), 4)
+    return TrainData(root, split, split_all_windows(split, n_shots, 10, "window", 0.2, 0))
 
 
 def train_and_save(data: TrainData, path: Path) -> Path:
     params = load_params(ROOT / "params.yaml")
     common = dataclasses.replace(params.train, epochs=10, batch_size=8)
-    own = dataclasses.replace(params.models["simseq"], tree_iters=100, patience=0)
+    own = dataclasses.replace(model_params(params, "simseq"), tree_iters=100, patience=0)
     trained = get_model("simseq").train(data, own, common, CPU, progress=False)
     save_checkpoint(path, "simseq", trained.model, trained.config, trained.threshold, "f1", {}, "test")
     return path

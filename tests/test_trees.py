@@ -1,4 +1,4 @@
-"""Boosted trees kept as tensors (sceneseg.models.trees): the same scores as scikit-learn's, missing
+"""Boosted trees kept as tensors (sceneseg.models.simseq.trees): the same scores as scikit-learn's, missing
 values included, bit for bit the sum of a plain tree-by-tree walk, and a round trip through a
 weights-only checkpoint."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from sceneseg.models import trees as trees_module
-from sceneseg.models.trees import TreeEnsemble, export_trees
+from sceneseg.models.simseq import trees as trees_module
+from sceneseg.models.simseq.trees import TreeEnsemble, export_trees
 
 
 def fitted(seed: int = 0, n: int = 2000, iters: int = 60):

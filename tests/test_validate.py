@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sceneseg.movies import END_FRAME_KEY, GT_KEY, MODALITIES, PRED_KEY
-from sceneseg.synthetic import generate_movie
-from sceneseg.validate import check_set, load_manifest, manifest_differences, movie_from_dict
+from sceneseg.data.movies import END_FRAME_KEY, GT_KEY, MODALITIES, PRED_KEY
+from sceneseg.data.synthetic import generate_movie
+from sceneseg.data.validate import check_set, load_manifest, manifest_differences, movie_from_dict
 
 NAME = "data/tt0000001.pkl"
 
@@ -152,7 +152,7 @@ def test_strict_set_check_names_the_movie_and_what_differs():
 
 
 def test_lenient_set_check_warns_and_returns_the_warnings(caplog):
-    with caplog.at_level(logging.WARNING, logger="sceneseg.validate"):
+    with caplog.at_level(logging.WARNING, logger="sceneseg.data.validate"):
         warnings = check_set({"tt0000001": 10}, "mine/", strict=False, manifest=MANIFEST)
     assert warnings == ["mine/: not the published MovieScenes set (format checks passed): "
                         "2 of the 3 published movies are missing: tt0000002 tt0000003"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sceneseg.windows import build_windows, load_windows, movie_windows, save_windows, shot_index, transition_index
+from sceneseg.data.windows import build_windows, load_windows, movie_windows, save_windows, shot_index, transition_index
 
 
 @pytest.mark.parametrize("n_shots,seq_len", [(2, 10), (5, 10), (11, 10), (12, 10), (25, 10), (101, 10), (7, 1), (30, 3)])

@@ -13,9 +13,9 @@ import yaml
 from test_pipeline import tiny_params
 from test_resume import run_data_stages, run_stage
 
-from sceneseg.checkpoint import load_checkpoint
-from sceneseg.movies import PRED_KEY, load_movies
-from sceneseg.synthetic import SyntheticSpec, write_synthetic_pickles
+from sceneseg.data.movies import PRED_KEY, load_movies
+from sceneseg.data.synthetic import SyntheticSpec, write_synthetic_pickles
+from sceneseg.models.checkpoint import load_checkpoint
 
 DATA = ["--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows",
         "--features", "data/features"]

@@ -1,19 +1,9 @@
-"""The models of the pipeline, by the name ``train.model`` selects (and their params section's name).
+"""The models of the pipeline, one package each, and what they share.
 
-Each model is one module with a :class:`~sceneseg.models.base.ModelKind`; register it here.
+``registry`` maps the name ``train.model`` selects to its :class:`~sceneseg.models.base.ModelKind`
+(``base``: the interface train, evaluate and ``sceneseg predict`` use); ``lgss`` and ``simseq`` hold
+everything only that model uses (params, network, training loop, adapter); ``references`` the
+boosted and stacked references that evaluate fits beside the model; ``checkpoint`` saves and loads
+any model. This file imports nothing: a stage that reads one model's params section imports that
+section's module alone, not torch.
 """
-
-from __future__ import annotations
-
-from sceneseg.models.base import ModelKind
-from sceneseg.models.lgss import LGSSKind
-from sceneseg.models.simseq import SimSeqKind
-
-MODELS: dict[str, ModelKind] = {kind.name: kind for kind in (SimSeqKind(), LGSSKind())}
-
-
-def get_model(name: str) -> ModelKind:
-    """The model registered as ``name``; a ValueError naming the known ones otherwise."""
-    if name not in MODELS:
-        raise ValueError(f"model {name!r}: expected one of {', '.join(MODELS)}")
-    return MODELS[name]

@@ -3,8 +3,8 @@
 Train, evaluate, threshold and predict only talk to a :class:`ModelKind`: it trains itself on a
 :class:`TrainData`, rebuilds a network from the config stored in a checkpoint, and predicts the
 boundary probability of every transition of whole movies. Adding a model means one module with
-one ``ModelKind`` subclass, registered in :mod:`sceneseg.models`, and its params section in
-params.yaml; no stage changes.
+one ``ModelKind`` subclass, registered in :mod:`sceneseg.models.registry`, and its params section
+in params.yaml (parsed by the model: ``parse_params``); no stage changes.
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from sceneseg.config import check_choice
-from sceneseg.featurecache import attach
-from sceneseg.movies import MODALITIES, Movie, load_movies
-from sceneseg.resume import ResumeStore
-from sceneseg.windows import Windows, transition_index
-
-# epoch (1-based), {"train": loss, "val": loss, ...}: called once per epoch (loss curves, logs)
-EpochCallback = Callable[[int, dict[str, float]], None]
+from sceneseg.data.featurecache import attach
+from sceneseg.data.movies import Movie, load_movies
+from sceneseg.data.windows import Windows, transition_index
+from sceneseg.training.loop import EpochCallback
+from sceneseg.training.resume import ResumeStore
 
 
 @dataclass
@@ -39,8 +36,7 @@ class TrainData:
     movies_dir: Path
     split: dict[str, list[str]]
     windows: dict[str, Windows]  # "train" / "val" / "test"
-    shot_num: int
-    features_dir: Path | None = None  # the features stage's output, attached to the movies (sceneseg.featurecache)
+    features_dir: Path | None = None  # the features stage's output, attached to the movies (sceneseg.data.featurecache)
     _movies: dict[str, Movie] = field(default_factory=dict, repr=False)
 
     def movies(self, name: str) -> list[Movie]:
@@ -66,20 +62,6 @@ def owned_transitions(w: Windows) -> dict[str, np.ndarray]:
     return masks
 
 
-def check_modalities(key: str, modalities: list[str]) -> None:
-    """A model's ``modalities`` param: distinct names of known modalities."""
-    if not modalities or len(set(modalities)) != len(modalities):
-        raise ValueError(f"params key '{key}': expected distinct names from {MODALITIES}, found {modalities}")
-    for m in modalities:
-        check_choice(key, m, MODALITIES)
-
-
-def check_class_weights(key: str, weights: list[float]) -> None:
-    """A model's ``class_weights`` param: two positive weights."""
-    if len(weights) != 2 or min(weights) <= 0:
-        raise ValueError(f"params key '{key}': expected two positive weights, found {weights}")
-
-
 @dataclass
 class Trained:
     """A trained model and what its training measured."""
@@ -99,14 +81,14 @@ class Trained:
 def train_data_parallel(train_fn: Callable, data: TrainData, p, common, device: torch.device, on_epoch,
                         progress: bool, resume) -> Trained:
     """``train_fn(data, p, common, device, on_epoch, progress, resume, dist)`` on ``common.world_size``
-    processes (see :mod:`sceneseg.distributed`); rank 0's result, its epochs reported to ``on_epoch``.
+    processes (see :mod:`sceneseg.training.distributed`); rank 0's result, its epochs reported to ``on_epoch``.
 
     ``train_fn`` must be a module-level function (the processes are spawned) that returns the
     trained model on rank 0 and None elsewhere. Every rank loads the movies itself: nothing large
     travels to the processes, only the trained model comes back."""
-    from sceneseg.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
+    from sceneseg.training.distributed import available_cores, cpu_threads, jobs_from_env, launch, nodes_from_env
 
-    fresh = TrainData(data.movies_dir, data.split, data.windows, data.shot_num, data.features_dir)
+    fresh = TrainData(data.movies_dir, data.split, data.windows, data.features_dir)
     nodes = nodes_from_env()
     threads = cpu_threads(common.num_threads, jobs_from_env(), common.world_size // nodes, available_cores())
     if nodes > 1:  # each machine has its own cache: ranks could resume from different epochs
@@ -135,14 +117,12 @@ class ModelKind:
     """One model of the pipeline. Subclasses set ``name`` and ``Params`` and implement the methods."""
 
     name: ClassVar[str]
-    Params: ClassVar[type]  # frozen dataclass of its params.yaml section
+    Params: ClassVar[type]  # frozen dataclass of its params.yaml section (the model's ``params`` module)
 
-    @staticmethod
-    def validate_params(p, section: str) -> None:
-        """Range and choice checks of the model's own section; errors name ``section.key``."""
-
-    def default_lr(self, p) -> float:
-        return float(p.lr)
+    def parse_params(self, raw: dict, source: str = "params.yaml"):
+        """The model's own params section (``raw``: its mapping in ``source``) as its ``Params``,
+        checked; a ValueError naming ``source`` and ``section.key`` otherwise."""
+        raise NotImplementedError
 
     def train(self, data: TrainData, p, common, device: torch.device, on_epoch: EpochCallback | None = None,
               progress: bool = True, resume: ResumeStore | None = None) -> Trained:
@@ -161,8 +141,10 @@ class ModelKind:
         raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, config: dict, movies: list[Movie], device: torch.device,
-                batch_size: int) -> dict[str, np.ndarray]:
-        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64."""
+                batch_size: int, with_shipped: bool = True) -> dict[str, np.ndarray]:
+        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64.
+        ``with_shipped=False``: without the dataset's shipped prediction even where a movie has one
+        (a model that never reads it ignores the flag)."""
         raise NotImplementedError
 
     def inputs_used(self, config: dict, movie: Movie) -> list[str]:

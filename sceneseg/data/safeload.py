@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch._utils
 
-from sceneseg.movies import Movie
-from sceneseg.validate import movie_from_dict
+from sceneseg.data.movies import Movie
+from sceneseg.data.validate import movie_from_dict
 
 MOVIE_FILE = re.compile(r"tt[^/\\]*\.pkl")
 

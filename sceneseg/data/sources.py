@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from sceneseg.download import MOVIESCENES_GDRIVE_ID, fetch_archive
-from sceneseg.movies import Movie, load_movies, save_movie, write_index
+from sceneseg.data.download import MOVIESCENES_GDRIVE_ID, fetch_archive
+from sceneseg.data.movies import Movie, load_movies, save_movie, write_index
+from sceneseg.data.safeload import iter_movies
+from sceneseg.data.synthetic import SyntheticSpec, write_synthetic_pickles
+from sceneseg.data.validate import check_set
 from sceneseg.progress import progress
-from sceneseg.safeload import iter_movies
-from sceneseg.synthetic import SyntheticSpec, write_synthetic_pickles
-from sceneseg.validate import check_set
 
 log = logging.getLogger(__name__)
 

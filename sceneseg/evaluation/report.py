@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
-from sceneseg import metrics, plots
-from sceneseg.movies import Movie, missing_shipped
+from sceneseg.data.movies import Movie, missing_shipped
+from sceneseg.evaluation import plots
+from sceneseg.evaluation import metrics
 
 PR_SYSTEMS = ("model", "boosted", "stacked", "shipped")  # drawn as PR curves (chance's is flat at its rate)
 

@@ -1,7 +1,7 @@
 """``boosted``: the strong reference scored next to every model.
 
 scikit-learn's HistGradientBoostingClassifier per transition on similarity features of every
-modality (:func:`sceneseg.simfeatures.transition_features`: window cosines of raw and centred
+modality (:func:`sceneseg.data.simfeatures.transition_features`: window cosines of raw and centred
 shots at several widths, the best shot-to-shot match across the cut), the same features of the
 neighbouring transitions (``context`` on each side), and the dataset's shipped prediction when
 every movie has one. Fitted on the training transitions, its threshold chosen on the validation
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from sceneseg.movies import Movie
-from sceneseg.featurecache import FeatureSpec, similarity
-from sceneseg.simfeatures import with_context
-from sceneseg.stacked import validation_threshold
+from sceneseg.data.featurecache import FeatureSpec, similarity
+from sceneseg.data.movies import Movie
+from sceneseg.data.simfeatures import with_context
+from sceneseg.models.references.stacked import validation_threshold
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,21 @@ the test loss is computed once after the last epoch (the seed's protocol).
 from __future__ import annotations
 
 import math
-import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sceneseg.distributed import Dist
-from sceneseg.inference import ShotBank, autocast_for
-from sceneseg.model import LGSS, ModelConfig
+from sceneseg.data.windows import Windows
+from sceneseg.models.lgss.inference import ShotBank, autocast_for, predict_owned, predict_windows
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.progress import progress as progress_bar
-from sceneseg.resume import ResumeStore
-from sceneseg.windows import Windows
+from sceneseg.training.distributed import Dist, sharded_backward
+from sceneseg.training.loop import EpochCallback, resume_or_start, seed_everything
+from sceneseg.training.resume import ResumeStore
+from sceneseg.training.threshold import choose_on_validation
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,6 @@ def input_scales(bank: ShotBank) -> dict[str, float]:
     return {m: float(1.0 / max(f.double().pow(2).mean().sqrt().item(), 1e-12)) for m, f in bank.features.items()}
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def owned_logits(model: LGSS, bank: ShotBank, w: Windows, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits [K, 2] and labels [K] of the K transitions the windows at ``rows`` answer for."""
     feats, labels, own = bank.batch(w, rows)
@@ -88,15 +81,12 @@ def sharded_step(model: LGSS, opt: torch.optim.Optimizer, bank: ShotBank, w: Win
     and the gradients are summed over the ranks, so the step is the one-process step on all of
     ``rows`` (up to float rounding). Returns the global batch's loss."""
     mine = dist.shard(rows)
-    opt.zero_grad(set_to_none=True)
-    if len(mine):
+
+    def loss() -> tuple[torch.Tensor, torch.Tensor]:
         logits, y = owned_logits(model, bank, w, mine)
-        s = F.cross_entropy(logits, y, weight=weight, reduction="sum")
-        total, norm = dist.sum(s.item(), weight[y].sum().item())
-        (s / norm).backward()
-    else:  # fewer windows than ranks in the last batch: this rank only joins the sums
-        total, norm = dist.sum(0.0, 0.0)
-    dist.sum_grads(model.parameters())
+        return F.cross_entropy(logits, y, weight=weight, reduction="sum"), weight[y].sum()
+
+    total, norm = sharded_backward(loss, len(mine) > 0, opt, model.parameters(), dist)
     opt.step()
     return total / norm
 
@@ -122,13 +112,14 @@ def mean_loss(model: LGSS, bank: ShotBank, w: Windows, batch_size: int, weight: 
 
 def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows], val: tuple[ShotBank, Windows],
         test: tuple[ShotBank, Windows] | None, device: torch.device,
-        on_epoch: Callable[[int, float, float], None] | None = None, progress: bool = True,
+        on_epoch: EpochCallback | None = None, progress: bool = True,
         resume: ResumeStore | None = None, dist: Dist | None = None) -> tuple[LGSS, History]:
     """Train LGSS on ``train`` windows, report ``val`` loss each epoch, ``test`` loss once at the end.
 
-    With ``resume``, the state after each epoch is saved there, and a saved state of the same run
-    is continued from (the epochs done are reported to ``on_epoch`` again, from their history).
-    With ``dist`` (data-parallel, see :mod:`sceneseg.distributed`), every rank runs this with the
+    ``on_epoch(epoch, {"train": loss, "val": loss})`` after every epoch. With ``resume``, the state
+    after each epoch is saved there, and a saved state of the same run is continued from (the
+    epochs done are reported to ``on_epoch`` again, from their history).
+    With ``dist`` (data-parallel, see :mod:`sceneseg.training.distributed`), every rank runs this with the
     same seed, so the same initial weights and window order; each computes its shard of every
     global batch of ``recipe.batch_size`` windows; rank 0 saves the resume state, with every rank's
     random generators.
@@ -144,17 +135,10 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(recipe.lr_decay_epochs), gamma=recipe.lr_decay_gamma)
     weight = torch.tensor(recipe.class_weights, dtype=torch.float32, device=device)
     rng = np.random.default_rng(recipe.seed)
-    hist = History([], [])
-    best: dict[str, torch.Tensor] | None = None
-    t0 = time.perf_counter()
     n_batches = -(-len(train[1]) // recipe.batch_size)
-    start, objects, generators = 0, {"model": model, "optimizer": opt, "schedule": sched}, {"order": rng}
-    if resume and (done := resume.restore(objects, generators, recipe.epochs, dist)):
-        h = done.history
-        start, best, t0 = done.epoch, h["best"], t0 - h["seconds"]
-        hist = History(h["train_loss"], h["val_loss"], best_epoch=h["best_epoch"])
-        for e in range(start if on_epoch else 0):
-            on_epoch(e + 1, hist.train_loss[e], hist.val_loss[e])
+    objects, generators = {"model": model, "optimizer": opt, "schedule": sched}, {"order": rng}
+    log, start, spent = resume_or_start(resume, objects, generators, recipe.epochs, dist, on_epoch)
+    t0 = time.perf_counter() - spent
     bar = progress_bar(total=recipe.epochs * n_batches, initial=start * n_batches, desc="train", unit="batch",
                        disable=not progress)
     for epoch in range(start, recipe.epochs):
@@ -173,29 +157,49 @@ def fit(model_cfg: ModelConfig, recipe: Recipe, train: tuple[ShotBank, Windows],
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{np.mean(losses):.4f}")
         sched.step()
-        hist.train_loss.append(float(np.mean(losses)))
-        hist.val_loss.append(mean_loss(model, *val, recipe.eval_batch_size, weight, dist))
-        bar.write(f"epoch {epoch + 1:3d}/{recipe.epochs}  train loss {hist.train_loss[-1]:.4f}  "
-                  f"val loss {hist.val_loss[-1]:.4f}  lr {opt.param_groups[0]['lr']:.2g}")
+        done = log.add(float(np.mean(losses)), mean_loss(model, *val, recipe.eval_batch_size, weight, dist))
+        bar.write(f"epoch {epoch + 1:3d}/{recipe.epochs}  train loss {done['train']:.4f}  "
+                  f"val loss {done['val']:.4f}  lr {opt.param_groups[0]['lr']:.2g}")
         if on_epoch:
-            on_epoch(epoch + 1, hist.train_loss[-1], hist.val_loss[-1])
-        finite = [v for v in hist.val_loss if math.isfinite(v)]
-        if recipe.select_epoch == "last" or (math.isfinite(hist.val_loss[-1]) and hist.val_loss[-1] <= min(finite)):
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            hist.best_epoch = epoch + 1
+            on_epoch(epoch + 1, done)
+        finite = [v for v in log.val_loss if math.isfinite(v)]
+        if recipe.select_epoch == "last" or (math.isfinite(done["val"]) and done["val"] <= min(finite)):
+            log.keep(model)
         if resume:  # every rank: each one's generators are saved (rank 0 writes)
-            resume.save(epoch + 1, objects, generators, {
-                "train_loss": hist.train_loss, "val_loss": hist.val_loss, "best_epoch": hist.best_epoch,
-                "best": best, "seconds": time.perf_counter() - t0}, last=epoch + 1 == recipe.epochs, dist=dist)
+            resume.save(epoch + 1, objects, generators, log.state(time.perf_counter() - t0),
+                        last=epoch + 1 == recipe.epochs, dist=dist)
     bar.close()
-    if best is None:
+    if log.best_state is None:
         raise ValueError(f"training diverged: the validation loss was not finite in any of the {recipe.epochs} "
                          f"epochs (train.lr {recipe.lr} may be too high)")
-    model.load_state_dict(best)
+    model.load_state_dict(log.best_state)
     if recipe.select_epoch != "last":
-        print(f"train: keeping the weights of epoch {hist.best_epoch} (lowest validation loss)")
+        print(f"train: keeping the weights of epoch {log.best_epoch} (lowest validation loss)")
+    hist = History(log.train_loss, log.val_loss, best_epoch=log.best_epoch)
     if test is not None:  # once, after training (the seed's protocol)
         hist.test_loss = mean_loss(model, *test, recipe.eval_batch_size, weight, dist)
     hist.seconds = time.perf_counter() - t0
     model.eval()
     return model, hist
+
+
+def validation_threshold(model: LGSS, bank: ShotBank, val: Windows, metric: str, batch_size: int) -> float:
+    """Threshold maximising ``metric`` on the validation windows: 'f1' (pooled transitions),
+    'miou' (whole validation movies: needs val by movie) or 'fixed' (0.5, the published setting)."""
+    if metric not in ("f1", "miou"):
+        return choose_on_validation(metric)  # 'fixed': 0.5; anything else: the error naming it
+    if bank.labels is None:
+        raise ValueError("choosing a threshold needs ground-truth boundaries on the validation movies, found none")
+    if metric == "miou":
+        prob = predict_windows(model, bank, val, batch_size)
+        gt, ends = {}, {}
+        for i, mid in enumerate(bank.movie_ids):
+            lo = int(bank.trans_offset[i])
+            gt[mid] = bank.labels[lo:lo + int(bank.n_shots[i]) - 1].cpu().numpy().astype(bool)
+            if mid not in bank.shot_end_frame:
+                raise ValueError(f"movie {mid}: choosing a threshold by Miou needs its shot_end_frame, found none")
+            ends[mid] = bank.shot_end_frame[mid]
+        return choose_on_validation("miou", gt, prob, ends)
+    movie, trans, prob = predict_owned(model, bank, val, batch_size)
+    gt = bank.labels[torch.from_numpy(trans + bank.trans_offset[movie]).to(bank.labels.device)].cpu().numpy()
+    return choose_on_validation("f1", gt.astype(bool), prob)

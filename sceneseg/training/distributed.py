@@ -309,3 +309,23 @@ def _rank_main(fn: Callable, args: tuple, device_type: str, threads: int | None,
     finally:
         torch.distributed.destroy_process_group()
     return out if rank == 0 else None
+
+
+def sharded_backward(loss: Callable[[], tuple[torch.Tensor, torch.Tensor]], has_rows: bool,
+                     opt: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter], dist: Dist) -> tuple[float, float]:
+    """Gradients of one global batch's weighted mean loss, of which this rank computes its shard.
+
+    ``loss()`` returns this shard's (weighted loss sum, weight sum); it is not called when the rank
+    has no rows (fewer rows than ranks in a last batch: the rank only joins the sums). Each shard's
+    sum is divided by the weight sum of the *whole* batch and the gradients are summed over the
+    ranks, so the step that follows is the one-process step on the whole batch (up to float
+    rounding). Returns the global (weighted loss sum, weight sum)."""
+    opt.zero_grad(set_to_none=True)
+    if has_rows:
+        s, w = loss()
+        total, norm = dist.sum(s.item(), w.item())
+        (s / max(norm, 1e-12)).backward()
+    else:
+        total, norm = dist.sum(0.0, 0.0)
+    dist.sum_grads(params)
+    return total, norm

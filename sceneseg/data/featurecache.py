@@ -1,6 +1,6 @@
 """The similarity features as a DVC output: computed once per movie set and feature params.
 
-The ``features`` stage computes :func:`sceneseg.simfeatures.transition_features` of every movie
+The ``features`` stage computes :func:`sceneseg.data.simfeatures.transition_features` of every movie
 with simseq's modalities and widths and saves them; train and evaluate attach the saved arrays to
 the movies they load (:func:`attach`), so a sweep over learning rates, seeds or epochs reads them
 instead of computing them again. One function, :func:`similarity`, gives a movie's features in
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneseg.movies import Movie, load_movie, read_index, replacing_folder
+from sceneseg.data.movies import Movie, load_movie, read_index, replacing_folder
+from sceneseg.data.simfeatures import transition_features
 from sceneseg.progress import progress
-from sceneseg.simfeatures import transition_features
 
 SPEC_FILE = "spec.json"
 _KEY = "similarity"  # Movie.extra[_KEY] = (FeatureSpec, [N-1, F] array)
@@ -49,7 +49,7 @@ class FeatureSpec:
 
 def similarity(movie: Movie, spec: FeatureSpec) -> np.ndarray:
     """[N-1, F] float64 similarity features of ``movie``: the attached ones if they were computed with
-    ``spec``, else :func:`sceneseg.simfeatures.transition_features` now."""
+    ``spec``, else :func:`sceneseg.data.simfeatures.transition_features` now."""
     cached = movie.extra.get(_KEY)
     if cached is not None and cached[0] == spec:
         return cached[1]

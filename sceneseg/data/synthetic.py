@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
-from sceneseg.simfeatures import unit_rows, window_cosines
-from sceneseg.validate import load_manifest
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, PRED_KEY
+from sceneseg.data.simfeatures import unit_rows, window_cosines
+from sceneseg.data.validate import load_manifest
 
 FPS = 24
 PRESETS = ("realistic", "easy")

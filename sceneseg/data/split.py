@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneseg.windows import Windows, build_windows
+from sceneseg.data.windows import Windows, build_windows
 
 
 def split_movies(movie_ids: list[str], test_fraction: float, test_movies: str, val_fraction: float,

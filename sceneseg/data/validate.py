@@ -15,7 +15,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from sceneseg.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, MODALITIES, PRED_KEY, Movie
+from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, MODALITIES, PRED_KEY, Movie
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True, check_name:
 
 def load_manifest() -> dict[str, int]:
     """The published set: imdb id -> shot count (64 movies, 106,041 shots), from package data."""
-    text = resources.files("sceneseg").joinpath(MANIFEST_FILE).read_text()
+    text = resources.files("sceneseg.data").joinpath(MANIFEST_FILE).read_text()
     return {row["imdb_id"]: int(row["n_shots"]) for row in csv.DictReader(text.splitlines())}
 
 

@@ -68,7 +68,7 @@ def save_checkpoint(path: Path, model_name: str, model: torch.nn.Module, config:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True``) and rebuild the model in eval mode."""
-    from sceneseg.models import MODELS
+    from sceneseg.models.registry import get_model
 
     path = Path(path)
     if not path.is_file():
@@ -85,9 +85,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
     elif not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"{path}: expected checkpoint format {FORMAT!r}, found {found!r}")
-    if doc.get("model") not in MODELS:
-        raise ValueError(f"{path}: a checkpoint of model {doc.get('model')!r}, expected one of {', '.join(MODELS)}")
-    kind = MODELS[doc["model"]]
+    try:
+        kind = get_model(doc.get("model"))
+    except ValueError as e:
+        raise ValueError(f"{path}: a checkpoint of {e}") from None
     model = kind.build(doc["model_config"])
     try:
         model.load_state_dict(doc["state_dict"])

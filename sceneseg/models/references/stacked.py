@@ -2,7 +2,7 @@
 
 A scikit-learn logistic regression per transition on scale-free features: for each modality and
 width k, the cosine between the mean of the k shots before and the k shots after the transition
-(:func:`sceneseg.simfeatures.window_cosines`), plus the dataset's shipped prediction when every
+(:func:`sceneseg.data.simfeatures.window_cosines`), plus the dataset's shipped prediction when every
 movie has one. Fitted on the training transitions, its threshold chosen on the validation
 transitions (the same ones the model's threshold is chosen on), never on test movies.
 """
@@ -16,9 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sceneseg.metrics import choose_threshold
-from sceneseg.movies import Movie
-from sceneseg.simfeatures import unit_rows, window_cosines
+from sceneseg.data.movies import Movie
+from sceneseg.data.simfeatures import unit_rows, window_cosines
+from sceneseg.training.threshold import choose_on_validation
 
 
 @dataclass
@@ -80,12 +80,7 @@ def validation_threshold(prob: dict[str, np.ndarray], val: list[Movie], val_mask
                          metric: str) -> float:
     """A reference's decision threshold from its probabilities on the validation movies: 'f1' pooled over
     the masked transitions (all when the mask is None), 'miou' on the whole movies, 'fixed' 0.5."""
-    if metric == "f1":
-        sel = {m.imdb_id: val_masks[m.imdb_id] if val_masks is not None else slice(None) for m in val}
-        y = np.concatenate([np.asarray(m.boundary, dtype=bool)[sel[m.imdb_id]] for m in val])
-        return float(choose_threshold(y, np.concatenate([prob[m.imdb_id][sel[m.imdb_id]] for m in val]), "f1"))
-    if metric == "miou":
-        gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in val}
-        ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
-        return float(choose_threshold(gt, prob, "miou", shot_end_frame=ends))
-    return 0.5
+    sel = {m.imdb_id: val_masks[m.imdb_id] if val_masks is not None and metric == "f1" else slice(None) for m in val}
+    gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool)[sel[m.imdb_id]] for m in val}
+    ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in val}
+    return choose_on_validation(metric, gt, {i: prob[i][sel[i]] for i in gt}, ends)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from sceneseg.metrics import check_movie
+from sceneseg.evaluation.metrics import check_movie
 
 DPI = 120
 STYLE = {

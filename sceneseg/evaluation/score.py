@@ -5,7 +5,7 @@ Reads every ``tt*.pkl`` of a folder or zip (MovieScenes pickles with a
 or every converted movie folder of DIR (the pipeline's ``data/movies``: ``baseline.npy`` is the
 shipped prediction), and prints the challenge's scores as JSON: AP, mAP, Miou, Precision, Recall,
 F1, AP_dict, Miou_dict, then extra keys. The numbers equal the challenge script's (see
-``sceneseg.metrics``). With ``--predictions FILE`` (the JSON of ``sceneseg predict``, or the
+``sceneseg.evaluation.metrics``). With ``--predictions FILE`` (the JSON of ``sceneseg predict``, or the
 evaluate stage's ``results/predictions.json``) the probabilities come from FILE and only DIR's
 ground truth is read: the movies of FILE are scored.
 """
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneseg import metrics
-from sceneseg.movies import PRED_KEY, Movie
+from sceneseg.data.movies import PRED_KEY, Movie
+from sceneseg.evaluation import metrics
 
 
 def _movies(source: Path) -> Iterator[Movie]:
     """The movies of a zip or folder of pickles (validated, labels required), or of converted movie folders."""
+    from sceneseg.data.safeload import iter_movies  # the allow-list unpickler; imported on use only
     from sceneseg.predict import MovieSource, find_movies, read_movie
-    from sceneseg.safeload import iter_movies  # the allow-list unpickler; imported on use only
 
     source = Path(source)
     converted: list[MovieSource] = []
@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sceneseg.score DIR``: the same command without the ``sceneseg`` front end."""
-    p = argparse.ArgumentParser(prog="python -m sceneseg.score", description=DESCRIPTION)
+    """``python -m sceneseg.evaluation.score DIR``: the same command without the ``sceneseg`` front end."""
+    p = argparse.ArgumentParser(prog="python -m sceneseg.evaluation.score", description=DESCRIPTION)
     _add_arguments(p)
     return run(p.parse_args(argv))
 

@@ -1,4 +1,4 @@
-"""Device choice, batches gathered by index from per-movie arrays, and batched inference.
+"""LGSS's batches gathered by index from per-movie arrays, and batched inference.
 
 A :class:`ShotBank` holds each modality of a list of movies as one [total_shots, D]
 tensor on the training device (memory proportional to the number of shots); a batch
@@ -10,30 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sceneseg.distributed import claim_gpu
-from sceneseg.movies import Movie
-from sceneseg.windows import Windows, shot_index, transition_index
-
-
-def pick_device(name: str = "auto", claim: bool = True) -> torch.device:
-    """``auto`` -> CUDA if present, else Apple MPS, else CPU; otherwise the named device (checked).
-
-    With several GPUs, CUDA means the GPU this process claims (``claim``, see
-    :func:`sceneseg.distributed.claim_gpu`), so parallel jobs land on different GPUs."""
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch finds no CUDA device (use 'auto' or 'cpu')")
-    if name == "mps" and not has_mps:
-        raise ValueError("device 'mps' was asked for, but torch finds no Apple MPS device (use 'auto' or 'cpu')")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device: expected auto, cpu, cuda or mps, found {name!r}")
-    if name == "cuda" and claim and torch.cuda.device_count() > 1:
-        index = claim_gpu()
-        torch.cuda.set_device(index)  # stray allocations (autocast, cuBLAS workspaces) go there too
-        return torch.device("cuda", index)
-    return torch.device(name)
+from sceneseg.data.movies import Movie
+from sceneseg.data.windows import Windows, shot_index, transition_index
 
 
 class ShotBank:
@@ -121,7 +99,7 @@ def predict_owned(model: torch.nn.Module, bank: ShotBank, w: Windows, batch_size
 def predict_windows(model: torch.nn.Module, bank: ShotBank, w: Windows, batch_size: int) -> dict[str, np.ndarray]:
     """Boundary probability of every transition of every movie: movie id -> [N-1] float64.
 
-    ``w`` must tile whole movies (as :func:`sceneseg.windows.build_windows` does).
+    ``w`` must tile whole movies (as :func:`sceneseg.data.windows.build_windows` does).
     """
     movie, trans, prob = predict_owned(model, bank, w, batch_size)
     out = {mid: np.full(int(n) - 1, np.nan) for mid, n in zip(bank.movie_ids, bank.n_shots)}

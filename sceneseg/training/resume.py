@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneseg.distributed import Dist
+from sceneseg.training.distributed import Dist
 
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"  # the key's parts, to say which changed

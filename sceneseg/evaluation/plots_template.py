@@ -7,7 +7,7 @@ setup time (``npm pack``; versions and tarball hashes pinned below, nothing vend
 ``.dvc/``). DVC fills ``{plot_divs}`` (and ``{refresh_tag}``); the template has no ``{scripts}``,
 so DVC adds no CDN tags.
 
-    python -m sceneseg.plots_template --out .dvc/plots_template.html --cache build/npm
+    python -m sceneseg.evaluation.plots_template --out .dvc/plots_template.html --cache build/npm
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ PAGE = """<!DOCTYPE html>
     <meta charset="utf-8">
     {refresh_tag}
     <title>DVC Plots</title>
-    <!-- {versions}: inlined from the npm registry by sceneseg.plots_template (works offline) -->
+    <!-- {versions}: inlined from the npm registry by sceneseg.evaluation.plots_template (works offline) -->
 {inline_scripts}
     <style>
         body {{ font-family: sans-serif; }}
@@ -127,8 +127,8 @@ def write_template(out: Path, cache: Path, npm: str = "npm") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m sceneseg.plots_template --out PATH [--cache DIR] [--npm NPM]``."""
-    ap = argparse.ArgumentParser(prog="python -m sceneseg.plots_template", description=__doc__.split("\n\n")[0])
+    """Command line: ``python -m sceneseg.evaluation.plots_template --out PATH [--cache DIR] [--npm NPM]``."""
+    ap = argparse.ArgumentParser(prog="python -m sceneseg.evaluation.plots_template", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="template to write, e.g. .dvc/plots_template.html")
     ap.add_argument("--cache", type=Path, default=Path("build/npm"), help="where the npm tarballs are kept (default build/npm)")
     ap.add_argument("--npm", default="npm", help="npm client to run (default: npm on PATH)")

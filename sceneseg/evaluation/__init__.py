@@ -1,0 +1,2 @@
+"""Evaluation: the Eluvio metrics, scoring of prediction files, the evaluate stage's report of every
+system, and the plots."""
