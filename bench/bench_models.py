@@ -2,13 +2,15 @@
 
 Each set goes through the pipeline's own code (generator -> safe conversion -> split -> windows),
 with the pipeline's split protocol from params.yaml (``--test-fraction`` aside). On each set:
-the default model (simseq, one run per training seed), optionally LGSS (``--lgss``, slow on CPU),
+the default model (simseq, one run per training seed), optionally LGSS (``--lgss published reliable``:
+the published recipe and the reliable one of docs/models.md, lr 1e-3 and 4 shots each side; slow on CPU),
 the boosted and stacked references, the shipped prediction and chance, all scored by
 ``metrics.evaluate`` on the same test movies; models and references at their validation
 thresholds. simseq is also scored with the shipped input withheld on the same movies
 (``simseq -shipped``), next to the references fitted without it (features only).
 
     python bench/bench_models.py --sets sample short noisy setups --seeds 0 1 2
+    python bench/bench_models.py --sets sample --no-simseq --lgss published reliable --epochs 10
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ SETS = {  # name -> (generator settings, test fraction); the realistic story unl
     "easy_noisy": (SyntheticSpec(24, 250, 400, seed=12, noise=2.0, min_setups=2, max_setups=3, preset="easy"), 0.25),
 }
 COLUMNS = ("AP", "mAP", "Miou", "F1")
+LGSS_RECIPES = {  # name -> changes to the lgss section (docs/models.md, bench/RESULTS_lgss_recipes.md)
+    "published": {},
+    "reliable": {"lr": 1e-3, "shot_num": 8},
+}
 
 
 def prepare(name: str, root: Path, params) -> tuple[TrainData, list, list]:
@@ -75,7 +81,8 @@ def score(test, prob: dict, threshold: float, fps: float, window_s: float) -> di
     return {k: float(res[k]) for k in COLUMNS}
 
 
-def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, epochs: int | None) -> dict:
+def run_set(name: str, root: Path, params, seeds: list[int], lgss: list[str], epochs: int | None,
+            simseq: bool = True) -> dict:
     data, test, train_movies = prepare(name, root, params)
     e = params.evaluate
     rows: dict[str, list[dict]] = {}
@@ -96,21 +103,23 @@ def run_set(name: str, root: Path, params, seeds: list[int], with_lgss: bool, ep
     chance = metrics.chance_predictions({m.imdb_id: np.asarray(m.boundary, bool) for m in test}, e.chance_seed,
                                         rate=boundary_rate(train_movies))
     rows["chance"] = [score(test, chance, 0.5, e.fps, e.recall_window_s)]
-    models = ["simseq"] + (["lgss"] if with_lgss else [])
+    systems = [("simseq", "simseq", {})] if simseq else []  # (row name, model, changes to its params)
+    systems += [(f"lgss {r}", "lgss", LGSS_RECIPES[r]) for r in lgss]
     device = torch.device("cpu")
-    for model_name in models:
+    for system, model_name, changes in systems:
         kind = get_model(model_name)
+        own = dataclasses.replace(model_params(params, model_name), **changes)
         for seed in seeds:
             common = dataclasses.replace(params.train, model=model_name, seed=seed,
                                          epochs=epochs or params.train.epochs)
-            trained = kind.train(data, model_params(params, model_name), common, device, progress=False)
+            trained = kind.train(data, own, common, device, progress=False)
             prob = kind.predict(trained.model, trained.config, test, device, common.eval_batch_size)
-            rows.setdefault(model_name, []).append(score(test, prob, trained.threshold, e.fps, e.recall_window_s))
+            rows.setdefault(system, []).append(score(test, prob, trained.threshold, e.fps, e.recall_window_s))
             if model_name == "simseq":
                 bare = kind.predict(trained.model, trained.config, test, device, 256, with_shipped=False)
                 rows.setdefault("simseq -shipped", []).append(score(test, bare, trained.threshold, e.fps,
                                                                     e.recall_window_s))
-            print(f"  {name} {model_name} seed {seed}: {rows[model_name][-1]} "
+            print(f"  {name} {system} seed {seed}: {rows[system][-1]} "
                   f"(epoch {trained.best_epoch}, {trained.seconds:.0f} s)", file=sys.stderr)
     n_trans = sum(m.n_shots - 1 for m in test)
     print(f"{name}: {len(test)} test movies, {n_trans} transitions; {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -133,7 +142,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--lgss", action="store_true", help="also train LGSS (published recipe; slow on CPU)")
+    ap.add_argument("--lgss", nargs="*", default=[], choices=list(LGSS_RECIPES),
+                    help="also train LGSS with these recipes (slow on CPU; no LGSS when left out)")
+    ap.add_argument("--no-simseq", action="store_true", help="leave the default model out (LGSS and references only)")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the generated sets here (default: temporary)")
     ap.add_argument("--params", default="params.yaml")
@@ -145,11 +156,11 @@ def main() -> None:
         root = args.workdir or Path(tmp)
         results = {}
         for name in args.sets:
-            results[name] = run_set(name, root, params, args.seeds, args.lgss, args.epochs)
+            results[name] = run_set(name, root, params, args.seeds, args.lgss, args.epochs, not args.no_simseq)
             print(table({name: results[name]}), file=sys.stderr)
     print(table(results))
     for ref in ("boosted", "stacked"):
-        for suffix in ("", " -shipped"):
+        for suffix in ("", " -shipped") if not args.no_simseq else ():
             print(f"\nsimseq{suffix} minus {ref}{suffix} (mean over seeds): " + "; ".join(
                 f"{n}: AP {np.mean([r['AP'] for r in rows['simseq' + suffix]]) - rows[ref + suffix][0]['AP']:+.3f}, "
                 f"Miou {np.mean([r['Miou'] for r in rows['simseq' + suffix]]) - rows[ref + suffix][0]['Miou']:+.3f}"
