@@ -41,6 +41,27 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
+class VideoParams:
+    """``data.video``: how videos become movies (``data.source: video`` and ``sceneseg video``)."""
+
+    detector: str  # PySceneDetect detector: content | adaptive | hash | histogram | threshold
+    threshold: float | None  # the detector's threshold; None = its own default
+    min_shot_frames: int  # shortest shot the detector reports
+    frame_width: int  # frames are scaled to this width by the decoder (height keeps the aspect)
+    sample_fps: float  # frames per second described for ``place`` (plus each shot's first frame)
+    extractor: str  # weightfree | resnet50 (place from ResNet-50 with ``weights``; action and audio weight-free)
+    weights: str  # resnet50: the weights file (ImageNet or Places365); never downloaded
+    tolerance_s: float  # an annotated scene start further than this from every cut is reported, not used
+
+
+# what `sceneseg video` uses when not told otherwise: params.yaml's data.video holds the same values (a test checks)
+VIDEO_DEFAULTS = VideoParams(detector="content", threshold=27.0, min_shot_frames=8, frame_width=192, sample_fps=1.0,
+                             extractor="weightfree", weights="", tolerance_s=0.5)
+VIDEO_DETECTORS = ("content", "adaptive", "hash", "histogram", "threshold")
+VIDEO_EXTRACTORS = ("weightfree", "resnet50")
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str
     path: str
@@ -50,6 +71,7 @@ class DataParams:
     timeout_s: float
     retries: int
     synthetic: SyntheticParams
+    video: VideoParams
 
 
 @dataclass(frozen=True)
@@ -232,7 +254,8 @@ def check_range(key: str, value: float, lo: float, hi: float, lo_open: bool = Fa
 
 def validate(p: Params) -> Params:
     """Range and choice checks that types alone cannot express."""
-    check_choice("data.source", p.data.source, ("synthetic", "moviescenes", "local"))
+    check_choice("data.source", p.data.source, ("synthetic", "moviescenes", "local", "video"))
+    check_video(p.data.video)
     s = p.data.synthetic
     check_range("data.synthetic.n_movies", s.n_movies, 2, 10_000)
     if (s.min_shots, s.max_shots) != (0, 0):  # both 0: the real shot counts times length_scale
@@ -284,6 +307,21 @@ def validate(p: Params) -> Params:
     check_range("evaluate.boosted_max_iter", p.evaluate.boosted_max_iter, 1, 100_000)
     check_range("evaluate.boosted_lr", p.evaluate.boosted_lr, 0, 10, lo_open=True)
     return p
+
+
+def check_video(v: VideoParams, prefix: str = "data.video.") -> None:
+    """Range and choice checks of ``data.video`` (also the options of ``sceneseg video``)."""
+    check_choice(f"{prefix}detector", v.detector, VIDEO_DETECTORS)
+    if v.threshold is not None:
+        check_range(f"{prefix}threshold", v.threshold, 0, 1000, lo_open=True)
+    check_range(f"{prefix}min_shot_frames", v.min_shot_frames, 1, 100_000)
+    check_range(f"{prefix}frame_width", v.frame_width, 32, 4096)
+    check_range(f"{prefix}sample_fps", v.sample_fps, 0, 1000, lo_open=True)
+    check_choice(f"{prefix}extractor", v.extractor, VIDEO_EXTRACTORS)
+    if v.extractor == "resnet50" and not v.weights:
+        raise ValueError(f"params key '{prefix}weights': extractor resnet50 needs a weights file (ImageNet or "
+                         f"Places365 ResNet-50), found ''")
+    check_range(f"{prefix}tolerance_s", v.tolerance_s, 0, 3600)
 
 
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:

@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # torch-based modules are imported on use, so `sceneseg --hel
     from sceneseg.models.checkpoint import Checkpoint
 
 DECIMALS = 6  # probabilities are written (and thresholded) at this precision
-SCENE_FIELDS = ("imdb_id", "scene", "first_shot", "last_shot", "first_frame", "last_frame", "boundary_prob")
+SCENE_FIELDS = ("imdb_id", "scene", "first_shot", "last_shot", "first_frame", "last_frame", "boundary_prob", "start_s",
+                "end_s")
 PROB_FIELDS = ("imdb_id", "transition", "prob", "boundary")
 
 
@@ -60,6 +61,15 @@ class Scene:
     first_frame: int | None
     last_frame: int | None
     boundary_prob: float | None  # probability of the boundary that opened it; None for the first scene
+    start_s: float | None = None  # seconds, when the movie's shot end times are known (made from a video)
+    end_s: float | None = None
+
+    def record(self) -> dict:
+        """As written to JSON: the times only when known."""
+        d = vars(self).copy()
+        if self.start_s is None:
+            del d["start_s"], d["end_s"]
+        return d
 
 
 # ----------------------------------------------------------------------------- finding and reading movies
@@ -176,11 +186,13 @@ def cpu_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)  # callers of main() in the same process keep their setting
 
 
-def scenes_from_probs(prob: np.ndarray, threshold: float, shot_end_frame: np.ndarray | None = None) -> list[Scene]:
+def scenes_from_probs(prob: np.ndarray, threshold: float, shot_end_frame: np.ndarray | None = None,
+                      shot_end_time: np.ndarray | None = None) -> list[Scene]:
     """Cut a movie at every transition with ``prob >= threshold``: [N-1] -> scenes covering all N shots.
 
     Frames follow the Eluvio Miou definition: a scene starts one frame after the previous scene's
-    last frame (0 for the first) and ends at ``shot_end_frame`` of its last shot.
+    last frame (0 for the first) and ends at ``shot_end_frame`` of its last shot. Times likewise:
+    a scene starts when the previous one ends (0 for the first) and ends at ``shot_end_time`` of its last shot.
     """
     n_shots = len(prob) + 1
     cuts = np.flatnonzero(prob >= threshold)  # [K] scene k ends after shot cuts[k]
@@ -193,7 +205,11 @@ def scenes_from_probs(prob: np.ndarray, threshold: float, shot_end_frame: np.nda
             first_frame = 0 if k == 0 else int(shot_end_frame[a - 1]) + 1
             last_frame = int(shot_end_frame[b])
         opened_by = None if k == 0 else float(prob[a - 1])
-        scenes.append(Scene(k, a, b, first_frame, last_frame, opened_by))
+        start_s = end_s = None
+        if shot_end_time is not None:
+            start_s = 0.0 if k == 0 else round(float(shot_end_time[a - 1]), 3)
+            end_s = round(float(shot_end_time[b]), 3)
+        scenes.append(Scene(k, a, b, first_frame, last_frame, opened_by, start_s, end_s))
     return scenes
 
 
@@ -231,17 +247,23 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
         if movie.imdb_id in seen:
             raise ValueError(f"{src.path}: movie {movie.imdb_id} was already read from {seen[movie.imdb_id]}")
         seen[movie.imdb_id] = src.path
+    if movie.extractor != ckpt.extractor and log is not None:
+        log(f"predict: warning: movie {movie.imdb_id}'s features come from {movie.extractor!r}, the model was "
+            f"trained on features from {ckpt.extractor!r}: its probabilities may mean little")
     n_shots = check_movie(movie, src.path, ckpt.feature_dims)
     prob = np.round(predict_movie(ckpt, movie, n_shots, device, batch_size), DECIMALS)
     ends = None if movie.shot_end_frame is None else np.asarray(movie.shot_end_frame)
-    scenes = scenes_from_probs(prob, threshold, ends)
+    times = None if movie.shot_end_time is None else np.asarray(movie.shot_end_time)
+    scenes = scenes_from_probs(prob, threshold, ends, times)
     record = {
         "imdb_id": movie.imdb_id,
         "source": str(src.path),
         "n_shots": n_shots,
         "n_scenes": len(scenes),
         "inputs": ckpt.kind.inputs_used(ckpt.config, movie),
-        "scenes": [vars(s) for s in scenes],
+        "features": movie.extractor,
+        **({"fps": movie.fps} if movie.fps is not None else {}),
+        "scenes": [s.record() for s in scenes],
         "boundary_prob": prob.tolist(),
     }
     compared = compare_with_truth(movie, prob, threshold)
@@ -254,7 +276,7 @@ def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: to
 
         gt = None if movie.boundary is None else np.asarray(movie.boundary, dtype=bool)
         plot_timeline(movie.imdb_id, gt, prob, threshold, Path(plot_dir) / f"timeline_{movie.imdb_id}.png",
-                      shot_end_frame=ends)
+                      shot_end_frame=ends, **({"fps": movie.fps} if movie.fps else {}))
     return record
 
 
@@ -309,6 +331,7 @@ def predict_input(inputs: Path | list[Path], model_path: Path, threshold: float 
         "model": str(model_path),
         "model_kind": ckpt.kind.name,
         "modalities": list(ckpt.feature_dims),
+        "model_features": ckpt.extractor,
         "threshold": float(threshold),
         "threshold_source": threshold_source,
         "device": str(device),
@@ -359,7 +382,8 @@ def write_csv(doc: dict, out: Path, threshold: float) -> tuple[Path, Path]:
         for m in doc["movies"]:
             for s in m["scenes"]:
                 w.writerow([m["imdb_id"], s["index"], s["first_shot"], s["last_shot"],
-                            *("" if s[k] is None else s[k] for k in ("first_frame", "last_frame", "boundary_prob"))])
+                            *("" if s.get(k) is None else s[k]
+                              for k in ("first_frame", "last_frame", "boundary_prob", "start_s", "end_s"))])
     probs = probs_path(out)
     with open(probs, "w", newline="") as f:
         w = csv.writer(f)

@@ -15,7 +15,7 @@ def main(args, params) -> None:
     summary = materialize(
         d.source, Path(args.out), path=d.path, gdrive_id=d.gdrive_id, url=d.url,
         cache_dir=Path(d.cache_dir).expanduser(), timeout_s=d.timeout_s, retries=d.retries,
-        synthetic=SyntheticSpec(**vars(d.synthetic)),
+        synthetic=SyntheticSpec(**vars(d.synthetic)), video=d.video,
     )
     print(f"download: {summary}")
 

@@ -8,13 +8,18 @@ import time
 from pathlib import Path
 
 from sceneseg.data.featurecache import FeatureSpec, write_features
+from sceneseg.data.movies import load_movies, present_modalities
 from sceneseg.models.simseq.params import parse
 from sceneseg.stage import run, stage_args, writing
 
 
 def main(args, params) -> None:
     p = parse(params.models["simseq"], args.params)  # the widths of simseq's own section
-    spec = FeatureSpec(tuple(p.modalities), tuple(p.widths), tuple(p.cross_widths), tuple(p.match_widths))
+    # the configured modalities that the movies have (train uses the same: movies made from videos have no cast)
+    used, note = present_modalities(p.modalities, load_movies(Path(args.movies)), "simseq.modalities")
+    if note:
+        print(f"features: {note}")
+    spec = FeatureSpec(tuple(used), tuple(p.widths), tuple(p.cross_widths), tuple(p.match_widths))
     t0 = time.perf_counter()
     with writing(args.out):
         n = write_features(Path(args.movies), Path(args.out), spec)

@@ -61,9 +61,13 @@ def main(args, params) -> None:
     # the params this model depends on: the shared sections and its own (evaluate's do not change it)
     trained_with = {k: v for k, v in to_dict(params).items() if k not in ("evaluate", "models")}
     trained_with[t.model] = to_dict(own)
+    extractors = sorted({m.extractor for m in data.movies("train")})
+    if len(extractors) > 1:
+        raise ValueError(f"{args.movies}: the train movies' features come from different extractors {extractors}")
     with writing(args.model):
         save_checkpoint(Path(args.model), t.model, trained.model, trained.config, trained.threshold,
-                        t.threshold_metric, params=trained_with, commit="")  # no commit: the same run gives the same bytes in any clone
+                        t.threshold_metric, params=trained_with, commit="",  # no commit: the same run gives the same bytes in any clone
+                        extractor=extractors[0])
     epochs = len(trained.train_loss)
     best = trained.best_epoch
     summary = {

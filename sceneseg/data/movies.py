@@ -7,6 +7,11 @@ A movie is a folder ``<root>/<imdb_id>/`` of plain ``.npy`` arrays, loadable wit
 - ``boundary.npy`` bool [N-1]: ground truth, entry i = a scene ends after shot i (optional)
 - ``shot_end_frame.npy`` int64 [N]: last frame of each shot (optional)
 - ``baseline.npy`` float32 [N-1]: the dataset's shipped prediction (optional)
+- movies made from a video file (:mod:`sceneseg.video`) also hold ``fps.npy`` float64 [] (the stream's
+  frame rate), ``shot_end_time.npy`` float64 [N] (when each shot ends, in seconds, from the frames'
+  timestamps) and ``extractor.npy`` str [] (which extractor computed the features); a movie without
+  ``extractor.npy`` has the features its data set came with. Modalities an extractor cannot give
+  (``cast`` from a video) are absent.
 
 ``<root>/index.json`` lists the movies in order with their shot counts.
 """
@@ -30,6 +35,10 @@ FEATURE_DIMS: dict[str, int] = {"place": 2048, "cast": 512, "action": 512, "audi
 GT_KEY = "scene_transition_boundary_ground_truth"
 PRED_KEY = "scene_transition_boundary_prediction"
 END_FRAME_KEY = "shot_end_frame"
+FPS_KEY = "fps"
+END_TIME_KEY = "shot_end_time"
+EXTRACTOR_KEY = "extractor"
+DATASET_FEATURES = "dataset"  # the extractor name of features that came with the data set (MovieScenes, synthetic)
 INDEX_FILE = "index.json"
 
 
@@ -42,11 +51,26 @@ class Movie:
     boundary: np.ndarray | None = None  # [N-1] bool
     shot_end_frame: np.ndarray | None = None  # [N] int64
     baseline: np.ndarray | None = None  # [N-1] float32
+    fps: float | None = None  # frames per second of the video, when known
+    shot_end_time: np.ndarray | None = None  # [N] float64 seconds, when known
+    extractor: str = DATASET_FEATURES  # what computed the features
     extra: dict = field(default_factory=dict)
 
     @property
     def n_shots(self) -> int:
         return int(next(iter(self.features.values())).shape[0])
+
+
+def present_modalities(configured: list[str], movies: list[Movie], key: str) -> tuple[list[str], str]:
+    """The modalities of ``configured`` (a model's ``key``, e.g. simseq.modalities) that every movie has,
+    in that order, and '' or a sentence saying which were left out; none present is a ValueError."""
+    used = [m for m in configured if all(m in mv.features for mv in movies)]
+    if not used:
+        have = sorted({m for mv in movies for m in mv.features})
+        raise ValueError(f"params key '{key}': none of {list(configured)} is present in every movie (found {have})")
+    absent = [m for m in configured if m not in used]
+    note = f"{key}: {absent} absent from the movies, using {used}" if absent else ""
+    return used, note
 
 
 @contextlib.contextmanager
@@ -79,6 +103,12 @@ def save_movie(movie: Movie, root: Path) -> Path:
             np.save(tmp / "shot_end_frame.npy", np.asarray(movie.shot_end_frame, dtype=np.int64))
         if movie.baseline is not None:
             np.save(tmp / "baseline.npy", np.asarray(movie.baseline, dtype=np.float32))
+        if movie.fps is not None:
+            np.save(tmp / f"{FPS_KEY}.npy", np.float64(movie.fps))
+        if movie.shot_end_time is not None:
+            np.save(tmp / f"{END_TIME_KEY}.npy", np.asarray(movie.shot_end_time, dtype=np.float64))
+        if movie.extractor != DATASET_FEATURES:
+            np.save(tmp / f"{EXTRACTOR_KEY}.npy", np.str_(movie.extractor))
     return final
 
 
@@ -102,6 +132,9 @@ def load_movie(path: Path, mmap: bool = True) -> Movie:
         boundary=read("boundary"),
         shot_end_frame=read("shot_end_frame"),
         baseline=read("baseline"),
+        fps=None if (fps := read(FPS_KEY)) is None else float(fps),
+        shot_end_time=read(END_TIME_KEY),
+        extractor=DATASET_FEATURES if (ex := read(EXTRACTOR_KEY)) is None else str(ex),
     )
 
 

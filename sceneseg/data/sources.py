@@ -1,4 +1,4 @@
-"""Bring movies in: the synthetic sample, the MovieScenes archive, or local pickles.
+"""Bring movies in: the synthetic sample, the MovieScenes archive, local pickles, or your own videos.
 
 Whatever the source, movies take the same path: safe-load each pickle (safeload), validate it
 (validate), save it in the converted format (movies.save_movie), one movie at a time. The
@@ -27,7 +27,8 @@ from sceneseg.progress import progress
 
 log = logging.getLogger(__name__)
 
-SOURCES: tuple[str, ...] = ("synthetic", "moviescenes", "local")
+SOURCES: tuple[str, ...] = ("synthetic", "moviescenes", "local", "video")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
 def check_source(source: str, path: str = "") -> None:
@@ -42,6 +43,35 @@ def check_source(source: str, path: str = "") -> None:
             raise ValueError(f"data.path: expected a zip archive or a folder of tt*.pkl, {path} does not exist")
         if not (p.is_dir() or p.is_file()):
             raise ValueError(f"data.path: expected a zip archive or a folder of tt*.pkl, {path} is neither")
+    if source == "video" and not (path and Path(path).is_dir()):
+        found = "''" if not path else f"{path} ({'a file' if Path(path).exists() else 'nothing there'})"
+        raise ValueError(f"data.path: expected a folder of videos with their <name>.scenes.csv for data.source: video, "
+                         f"found {found}")
+
+
+def video_files(folder: Path) -> list[Path]:
+    """The videos of a folder (by suffix, hidden files skipped), sorted by name; none is a ValueError."""
+    found = sorted(p for p in Path(folder).iterdir()
+                   if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+    if not found:
+        raise ValueError(f"data.path: expected videos ({' '.join(VIDEO_SUFFIXES)}) in {folder}, found none")
+    return found
+
+
+def _video_movies(folder: Path, video, cache_dir: Path, warnings: list[str]) -> Iterator[Movie]:
+    """The labelled movies of a folder of videos, one at a time (features from the cache when there)."""
+    from sceneseg.video.movie import annotated_movie  # PyAV and PySceneDetect only for this source
+
+    seen: dict[str, Path] = {}
+    for path in video_files(folder):
+        movie, problems = annotated_movie(path, video, cache_dir, log=log.info)
+        if movie.imdb_id in seen:
+            raise ValueError(f"{path}: its movie id {movie.imdb_id!r} is also that of {seen[movie.imdb_id]}: rename one")
+        seen[movie.imdb_id] = path
+        for p in problems:
+            log.warning(p)
+        warnings += problems
+        yield movie
 
 
 @contextmanager
@@ -86,6 +116,7 @@ def materialize(
     timeout_s: float = 60.0,
     retries: int = 3,
     synthetic: SyntheticSpec | None = None,
+    video=None,
 ) -> dict:
     """Write the converted movies of ``source`` and ``index.json`` into ``out``, atomically.
 
@@ -94,6 +125,9 @@ def materialize(
       ``cache_dir``; the content must be exactly the published set (manifest ids and shot counts).
     - ``local``: ``path`` is a zip or a folder of tt*.pkl; another set than the published one
       is accepted with warnings (logged, recorded in index.json), format checks still apply.
+    - ``video``: ``path`` is a folder of videos, each with its ``<stem>.scenes.csv``; ``video`` (the
+      ``data.video`` params) says how shots and features are made; features are cached under
+      ``cache_dir``; scene starts not aligned to a cut are warnings.
 
     Returns a summary (source, n_movies, n_shots, n_boundaries, published_set, warnings, seconds).
     Raises ValueError on bad input, download.DownloadFailed when the archive cannot be fetched.
@@ -121,6 +155,12 @@ def materialize(
                 raise ValueError(f"{e} (if the cached archive is damaged, delete {archive} to download again)") from None
             info["origin"] = url or gdrive_id
             published = True
+        elif source == "video":
+            counts = _convert(_video_movies(Path(path), video, cache_dir, warnings), tmp)
+            info["path"] = path
+            info["video"] = asdict(video)
+            info["extractor"] = sorted({m.extractor for m in load_movies(tmp, sorted(counts))})
+            published = False
         else:
             counts = _convert(iter_movies(Path(path)), tmp)
             warnings = check_set(counts, path, strict=False)

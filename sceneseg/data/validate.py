@@ -15,12 +15,14 @@ from importlib import resources
 import numpy as np
 import torch
 
-from sceneseg.data.movies import END_FRAME_KEY, FEATURE_DIMS, GT_KEY, MODALITIES, PRED_KEY, Movie
+from sceneseg.data.movies import (DATASET_FEATURES, END_FRAME_KEY, END_TIME_KEY, EXTRACTOR_KEY, FEATURE_DIMS, FPS_KEY,
+                                  GT_KEY, MODALITIES, PRED_KEY, Movie)
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "moviescenes_manifest.csv"
 LABEL_KEYS: tuple[str, ...] = (GT_KEY, END_FRAME_KEY, PRED_KEY)
+VIDEO_KEYS: tuple[str, ...] = (FPS_KEY, END_TIME_KEY, EXTRACTOR_KEY)  # movies made from a video file
 REQUIRED_KEYS: tuple[str, ...] = ("imdb_id", *MODALITIES)
 # A movie id becomes a folder name: keep it to a safe alphabet (no "/", "..", hidden names).
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -115,7 +117,32 @@ def _check_prediction(value: object, n_shots: int, name: str) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def movie_from_dict(d: dict, name: str, require_labels: bool = True, check_name: bool = True) -> Movie:
+def _check_video_keys(d: Mapping, n_shots: int, name: str) -> dict:
+    """fps, shot_end_time and extractor of a movie made from a video (each optional)."""
+    out = {}
+    if FPS_KEY in d:
+        fps = d[FPS_KEY]
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, np.floating, np.integer)) or not 0 < fps < 1e4:
+            raise ValueError(f"{name}: '{FPS_KEY}' expected a frame rate > 0, found {fps!r}")
+        out["fps"] = float(fps)
+    if END_TIME_KEY in d:
+        a = _as_numpy(d[END_TIME_KEY], END_TIME_KEY, name)
+        _check_length(a, END_TIME_KEY, n_shots, n_shots, name)
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all() or a[0] <= 0 or (np.diff(a) <= 0).any():
+            raise ValueError(f"{name}: '{END_TIME_KEY}' expected positive, strictly increasing seconds, found "
+                             f"{a[:4].tolist()}...")
+        out["shot_end_time"] = a
+    if EXTRACTOR_KEY in d:
+        ex = d[EXTRACTOR_KEY]
+        if not isinstance(ex, str) or not ex or ex == DATASET_FEATURES:
+            raise ValueError(f"{name}: '{EXTRACTOR_KEY}' expected the name of a feature extractor, found {ex!r}")
+        out["extractor"] = ex
+    return out
+
+
+def movie_from_dict(d: dict, name: str, require_labels: bool = True, check_name: bool = True,
+                    modalities: tuple[str, ...] = MODALITIES) -> Movie:
     """Validate one MovieScenes movie dict (as unpickled) and convert it to a numpy ``Movie``.
 
     ``name`` is the file it came from (``.../tt0052357.pkl``): its stem must equal ``imdb_id``
@@ -124,18 +151,19 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True, check_name:
     must be present and a movie needs 2 shots; the shipped prediction is optional (a user's own
     annotated movies have none) but checked when present. Without (a user's own movie for
     ``sceneseg predict``), labels and modalities are optional but checked when present, and one
-    shot is enough.
+    shot is enough. ``modalities``: those a data set's movie must have (a movie made from a video has
+    no ``cast``). A movie made from a video also carries fps, shot end times and its extractor's name.
     """
     if not isinstance(d, Mapping):
         raise ValueError(f"{name}: expected a dict of arrays, found {type(d).__name__}")
     keys = set(d)
-    required = set(REQUIRED_KEYS) | {GT_KEY, END_FRAME_KEY} if require_labels else {"imdb_id"}
+    required = {"imdb_id", *modalities, GT_KEY, END_FRAME_KEY} if require_labels else {"imdb_id"}
     missing = sorted(required - keys, key=str)
-    extra = sorted(keys - set(REQUIRED_KEYS) - set(LABEL_KEYS), key=str)
+    extra = sorted(keys - set(REQUIRED_KEYS) - set(LABEL_KEYS) - set(VIDEO_KEYS), key=str)
     if missing:
         raise ValueError(f"{name}: missing keys {missing}")
     if extra:
-        raise ValueError(f"{name}: unexpected keys {extra}; expected only {[*REQUIRED_KEYS, *LABEL_KEYS]}")
+        raise ValueError(f"{name}: unexpected keys {extra}; expected only {[*REQUIRED_KEYS, *LABEL_KEYS, *VIDEO_KEYS]}")
 
     imdb_id = d["imdb_id"]
     if not isinstance(imdb_id, str) or not _SAFE_ID.fullmatch(imdb_id):
@@ -152,6 +180,7 @@ def movie_from_dict(d: dict, name: str, require_labels: bool = True, check_name:
         boundary=_check_ground_truth(d[GT_KEY], n, name) if GT_KEY in d else None,
         shot_end_frame=_check_end_frames(d[END_FRAME_KEY], n, name) if END_FRAME_KEY in d else None,
         baseline=_check_prediction(d[PRED_KEY], n, name) if PRED_KEY in d else None,
+        **_check_video_keys(d, n, name),
     )
 
 

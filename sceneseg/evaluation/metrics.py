@@ -189,10 +189,12 @@ def evaluate(
     prob: dict[str, np.ndarray],
     shot_end_frame: dict[str, np.ndarray],
     threshold: float = 0.5,
-    fps: float = 24.0,
+    fps: float | dict[str, float] = 24.0,
     window_s: float = 3.0,
 ) -> dict:
-    """All metrics of a set of movies: the Eluvio keys first, then Recall@Ns and per-movie dicts."""
+    """All metrics of a set of movies: the Eluvio keys first, then Recall@Ns and per-movie dicts.
+
+    ``fps``: one frame rate for all movies, or one per movie (Recall@Ns turns frames into seconds)."""
     checked = _check_dicts(gt, prob)
     if set(shot_end_frame) != set(gt):
         raise ValueError(f"expected shot_end_frame for exactly the ground-truth movies, missing {sorted(set(gt) - set(shot_end_frame))}")
@@ -205,7 +207,7 @@ def evaluate(
         pred = p >= threshold
         per["Miou"][name] = miou(g, pred, end)
         per["Precision"][name], per["Recall"][name], per["F1"][name] = precision_recall_f1(g, pred)
-        per["R@"][name] = recall_at_seconds(g, pred, end, fps, window_s)
+        per["R@"][name] = recall_at_seconds(g, pred, end, fps[name] if isinstance(fps, dict) else fps, window_s)
     key = recall_key(window_s)
 
     def mean(d: dict[str, float]) -> float:

@@ -20,12 +20,14 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
     """Eluvio metrics of the model (at 0.5 and at its validation threshold), the fitted references
     (name -> ``(probabilities, its validation threshold)``: boosted, stacked), the shipped predictions and a chance-level
     predictor (random boundaries at ``chance_rate``, the training movies' boundary rate), all on
-    the same movies with the same code. When a test movie has no shipped prediction, the
+    the same movies with the same code. ``fps`` is the frame rate of movies that do not carry their own
+    (those made from videos do). When a test movie has no shipped prediction, the
     ``shipped`` row is ``{"absent": "<which movies lack it>"}``.
 
     Returns (summary metrics, per-movie metrics, probabilities per system).
     """
     scalars = ("AP", "mAP", "Miou", "Precision", "Recall", "F1", metrics.recall_key(window_s))
+    fps = movie_fps(movies, fps)
     gt = {m.imdb_id: np.asarray(m.boundary, dtype=bool) for m in movies}
     ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in movies}
     systems = {"model": model_prob}
@@ -50,6 +52,11 @@ def score_systems(movies: list[Movie], model_prob: dict[str, np.ndarray], thresh
         summary["shipped"] = {"absent": absent}
     per_movie["model_tuned"] = {"Miou": tuned["Miou_dict"]}
     return summary, per_movie, systems
+
+
+def movie_fps(movies: list[Movie], default: float) -> dict[str, float]:
+    """Each movie's own frame rate when it has one (made from a video), else ``default`` (``evaluate.fps``)."""
+    return {m.imdb_id: m.fps if m.fps else default for m in movies}
 
 
 def headline(summary: dict) -> dict:
@@ -107,4 +114,5 @@ def draw(movies: list[Movie], systems: dict, summary: dict, per_movie: dict, thr
                              metric, out / f"per_movie_{metric.lower()}.png")
     for m in movies[:n_timelines]:
         plots.plot_timeline(m.imdb_id, gt[m.imdb_id], systems["model"][m.imdb_id], threshold,
-                            out / f"timeline_{m.imdb_id}.png", shot_end_frame=np.asarray(m.shot_end_frame), fps=fps)
+                            out / f"timeline_{m.imdb_id}.png", shot_end_frame=np.asarray(m.shot_end_frame),
+                            fps=m.fps if m.fps else fps)

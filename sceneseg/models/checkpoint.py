@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from sceneseg.data.movies import DATASET_FEATURES
 from sceneseg.models.base import ModelKind
 
 FORMAT = "sceneseg/2"  # any model: the model's name and its config
@@ -32,6 +33,7 @@ class Checkpoint:
     threshold_metric: str
     params: dict
     git_commit: str
+    extractor: str = DATASET_FEATURES  # what computed the features it was trained on (checkpoints before: the data set's)
 
     @property
     def feature_dims(self) -> dict[str, int]:
@@ -44,8 +46,9 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, model_name: str, model: torch.nn.Module, config: dict, threshold: float,
-                    threshold_metric: str, params: dict, commit: str) -> None:
-    """Write a checkpoint atomically (temp file, then rename)."""
+                    threshold_metric: str, params: dict, commit: str, extractor: str = DATASET_FEATURES) -> None:
+    """Write a checkpoint atomically (temp file, then rename). ``extractor``: what computed the training
+    movies' features (``Movie.extractor``), so that predicting on other features can be said."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -56,6 +59,7 @@ def save_checkpoint(path: Path, model_name: str, model: torch.nn.Module, config:
         "threshold_metric": threshold_metric,
         "params": params,
         "git_commit": commit,
+        "extractor": extractor,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     tmp = path.with_name(f".{path.name}.tmp")
@@ -96,4 +100,4 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
         raise ValueError(f"{path}: weights do not fit the stored model config: {e}") from None
     model.to(device).eval()
     return Checkpoint(model, kind, doc["model_config"], float(doc["threshold"]), str(doc["threshold_metric"]),
-                      doc["params"], str(doc["git_commit"]))
+                      doc["params"], str(doc["git_commit"]), str(doc.get("extractor", DATASET_FEATURES)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sceneseg.data.movies import Movie
+from sceneseg.data.movies import Movie, present_modalities
 from sceneseg.data.windows import build_windows
 from sceneseg.models.base import ModelKind, TrainData, Trained, train_data_parallel
 from sceneseg.models.lgss.inference import ShotBank, predict_windows
@@ -52,14 +52,18 @@ def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoc
            dist: Dist | None = None) -> Trained | None:
     """LGSS on ``data``; with ``dist``, this rank's part, and the result on rank 0 only."""
     wins = data.windows
+    used, note = present_modalities(p.modalities, data.movies("train") + data.movies("val") + data.movies("test"),
+                                    "lgss.modalities")
+    if note and (dist is None or dist.rank == 0):  # e.g. movies made from videos have no cast
+        print(f"train: {note}")
     banks = {}
     for name, w in wins.items():
         if name == "val" and w.movie_ids == wins["train"].movie_ids:
             banks[name] = banks["train"]  # val windows are windows of the train movies
         else:
-            banks[name] = ShotBank(data.movies(name), p.modalities, device, p.shot_num)
-    dims = {m: int(banks["train"].features[m].shape[1]) for m in p.modalities}
-    net_cfg = ModelConfig(feature_dims=dims, fusion_weights={m: p.fusion_weights[m] for m in p.modalities},
+            banks[name] = ShotBank(data.movies(name), used, device, p.shot_num)
+    dims = {m: int(banks["train"].features[m].shape[1]) for m in used}
+    net_cfg = ModelConfig(feature_dims=dims, fusion_weights={m: p.fusion_weights[m] for m in used},
                           shot_num=p.shot_num, sim_channel=p.sim_channel, lstm_hidden=p.lstm_hidden,
                           fc_hidden=p.fc_hidden,
                           input_scale=input_scales(banks["train"]) if p.scale_inputs else None)

@@ -15,7 +15,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
-from sceneseg.data.movies import Movie, missing_shipped
+from sceneseg.data.movies import Movie, missing_shipped, present_modalities
 from sceneseg.models.base import TrainData, Trained
 from sceneseg.models.simseq.features import movie_features, tree_inputs
 from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
@@ -145,7 +145,11 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
     """
     t0 = time.perf_counter()
     train_movies = data.movies("train")
-    dims = {m: int(train_movies[0].features[m].shape[1]) for m in p.modalities}
+    used, note = present_modalities(p.modalities, train_movies + data.movies("val") + data.movies("test"),
+                                    "simseq.modalities")
+    if note and (dist is None or dist.rank == 0):  # e.g. movies made from videos have no cast
+        print(f"train: {note}")
+    dims = {m: int(train_movies[0].features[m].shape[1]) for m in used}
     absent = missing_shipped(train_movies + data.movies("val") + data.movies("test"))
     if p.use_shipped and absent:  # read only when every movie has it: all movies are read alike
         print(f"train: {absent}: simseq reads the features alone")
