@@ -253,3 +253,14 @@ def test_errors_name_the_movie():
         metrics.evaluate(gt, {"tt1": np.array([0.5, 0.5])}, {"tt1": np.array([1, 2, 2])})
     with pytest.raises(ValueError, match="N >= 2"):
         metrics.miou(np.array([], bool), np.array([], bool), np.array([3]))
+
+
+def test_recall_at_seconds_reads_each_movie_s_own_frame_rate():
+    # one true cut after frame 23, one predicted after frame 59: 36 frames apart
+    gt = {"a": np.array([True, False]), "b": np.array([True, False])}
+    prob = {"a": np.array([0.0, 1.0]), "b": np.array([0.0, 1.0])}
+    ends = {"a": np.array([23, 59, 99]), "b": np.array([23, 59, 99])}
+    # 36 frames: 1.5 s at 24 fps (within 3 s), 3.0 s at 12 fps (not within)
+    res = metrics.evaluate(gt, prob, ends, fps={"a": 24.0, "b": 12.0}, window_s=3.0)
+    assert res["Recall@3s_dict"] == {"a": 1.0, "b": 0.0} and res["Recall@3s"] == 0.5
+    assert metrics.evaluate(gt, prob, ends, fps=24.0, window_s=3.0)["Recall@3s"] == 1.0

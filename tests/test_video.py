@@ -53,6 +53,17 @@ def test_detected_shot_ends_and_times_equal_the_generated_ones(videos):
             "audio": (len(g.shot_end_frame), 512)}
 
 
+def test_variable_frame_rate_times_come_from_the_timestamps(tmp_path):
+    g = write_video(tmp_path / "vfr.mp4", seed=3, vfr=True)
+    gaps = np.diff(g.frame_time_s)
+    assert np.allclose(gaps[::2], 1 / FPS, atol=1e-3) and np.allclose(gaps[1::2], 1.5 / FPS, atol=1e-3)
+    shots = detect_and_describe(g.path, VIDEO_DEFAULTS)
+    assert shots.shot_end_frame.tolist() == g.shot_end_frame.tolist()
+    # each shot ends when the next one's first frame is shown (not frame / fps)
+    assert np.allclose(shots.shot_end_time[:-1], g.frame_time_s[g.shot_end_frame[:-1] + 1], atol=1e-3)
+    assert not np.allclose(shots.shot_end_time[:-1], (g.shot_end_frame[:-1] + 1) / FPS, atol=0.05)
+
+
 def test_a_libx264_video_gives_the_same_shots(tmp_path):
     g = write_video(tmp_path / "h264.mp4", seed=7, codec="libx264", size=(128, 72))
     assert detect_and_describe(g.path, VIDEO_DEFAULTS).shot_end_frame.tolist() == g.shot_end_frame.tolist()

@@ -26,6 +26,7 @@ class GeneratedVideo:
     shot_scene: np.ndarray  # [N] int64: scene of each shot
     scene_start_s: np.ndarray  # [S] float64
     fps: int
+    frame_time_s: np.ndarray  # [F] float64: when each frame is shown
 
 
 def location(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -58,8 +59,10 @@ def plan(rng: np.random.Generator, n_scenes: int, shots_per_scene: tuple[int, in
 
 def write_video(path: Path, seed: int = 0, n_scenes: int = 4, shots_per_scene: tuple[int, int] = (1, 3),
                 shot_frames: tuple[int, int] = (12, 24), size: tuple[int, int] = (96, 64), fps: int = 12,
-                codec: str = "mpeg4", audio: bool = True, annotate: bool = True) -> GeneratedVideo:
-    """Write a video (and, with ``annotate``, its ``<stem>.scenes.csv``) and return its true shots and scenes."""
+                codec: str = "mpeg4", audio: bool = True, annotate: bool = True, vfr: bool = False) -> GeneratedVideo:
+    """Write a video (and, with ``annotate``, its ``<stem>.scenes.csv``) and return its true shots and scenes.
+
+    ``vfr``: a variable frame rate, frames shown alternately for 1 and 1.5 frame periods (timestamps in ms)."""
     rng = np.random.default_rng(seed)
     w, h = size
     shots = plan(rng, n_scenes, shots_per_scene, shot_frames)
@@ -73,6 +76,9 @@ def write_video(path: Path, seed: int = 0, n_scenes: int = 4, shots_per_scene: t
     out = av.open(str(path), "w")
     vs = out.add_stream(codec, rate=fps)
     vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    tick = Fraction(1, 1000) if vfr else Fraction(1, fps)  # the video's time base
+    if vfr:
+        vs.codec_context.time_base = tick
     if codec == "mpeg4":
         vs.bit_rate = 200 * w * h  # near-lossless: the tests compare exact cut frames
     elif codec == "libx264":
@@ -80,7 +86,8 @@ def write_video(path: Path, seed: int = 0, n_scenes: int = 4, shots_per_scene: t
     rate = 16_000
     aus = out.add_stream("aac", rate=rate) if audio else None
     frame_no, sample_no = 0, 0
-    ends, scene_of = [], []
+    ends, scene_of, shown = [], [], []
+    t_next = Fraction(0)
     for scene, setup, n in shots:
         x0, y0, zoom = setups[scene][setup]
         for k in range(n):
@@ -89,13 +96,14 @@ def write_video(path: Path, seed: int = 0, n_scenes: int = 4, shots_per_scene: t
             crop = locs[scene][y0:y0 + ch, x:x + cw]
             img = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
             vf = av.VideoFrame.from_ndarray(img, format="bgr24")
-            vf.pts = frame_no
-            vf.time_base = Fraction(1, fps)
+            vf.pts, vf.time_base = round(t_next / tick), tick
+            shown.append(float(vf.pts * tick))
+            t_next += Fraction(2 + frame_no % 2, 2 * fps) if vfr else Fraction(1, fps)
             for packet in vs.encode(vf):
                 out.mux(packet)
             frame_no += 1
             if aus is not None:  # the audio of this frame: the scene's tone
-                until = frame_no * rate // fps
+                until = int(t_next * rate)
                 t = np.arange(sample_no, until) / rate
                 wave = 0.3 * np.sin(2 * np.pi * tones[scene] * t) + 0.01 * rng.standard_normal(len(t))
                 af = av.AudioFrame.from_ndarray(wave.astype(np.float32)[None, :], format="fltp", layout="mono")
@@ -113,7 +121,8 @@ def write_video(path: Path, seed: int = 0, n_scenes: int = 4, shots_per_scene: t
     ends_a = np.asarray(ends, dtype=np.int64)
     scene_a = np.asarray(scene_of, dtype=np.int64)
     first_shot = np.flatnonzero(np.diff(np.concatenate([[-1], scene_a])) != 0)  # first shot of each scene
-    starts = np.where(first_shot > 0, (ends_a[first_shot - 1] + 1) / fps, 0.0)
+    times = np.asarray(shown, dtype=np.float64)
+    starts = np.where(first_shot > 0, times[np.minimum(ends_a[first_shot - 1] + 1, len(times) - 1)], 0.0)
     if annotate:
         annotation_path(path).write_text(HEADER + "\n" + "".join(f"{t:.4f}\n" for t in starts))
-    return GeneratedVideo(path, ends_a, scene_a, starts.astype(np.float64), fps)
+    return GeneratedVideo(path, ends_a, scene_a, starts.astype(np.float64), fps, times)
