@@ -28,7 +28,7 @@ def test_project_params_parse_with_the_published_recipe():
 @pytest.mark.parametrize("edit,message", [
     (lambda r: r["train"].update(lrr=0.1), "unknown params key 'train.lrr'"),
     (lambda r: r.update(extra={}), "unknown params key 'extra'"),
-    (lambda r: r["data"].update(source="ftp"), "'data.source': expected one of synthetic, moviescenes, local, found 'ftp'"),
+    (lambda r: r["data"].update(source="ftp"), "'data.source': expected one of synthetic, moviescenes, local, video, found 'ftp'"),
     (lambda r: r["train"].update(lr="fast"), "'train.lr': expected a number, found 'fast'"),
     (lambda r: r["train"].update(epochs=0), "'train.epochs': expected a value in"),
     (lambda r: r["train"].pop("seed"), "'train.seed' is missing"),
@@ -54,6 +54,13 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["evaluate"].update(boosted_context=-1), "'evaluate.boosted_context': expected a value in"),
     (lambda r: r["train"].update(threshold_metric="miou"), "needs whole validation movies"),
     (lambda r: r["split"].update(seed=-1), "'split.seed': expected a value in [0, 4294967295], found -1"),
+    (lambda r: r["data"]["video"].update(detector="pixels"),
+     "'data.video.detector': expected one of content, adaptive, hash, histogram, threshold, found 'pixels'"),
+    (lambda r: r["data"]["video"].update(extractor="resnet50"),
+     "'data.video.weights': extractor resnet50 needs a weights file (ImageNet or Places365 ResNet-50), found ''"),
+    (lambda r: r["data"]["video"].update(frame_width=16), "'data.video.frame_width': expected a value in [32, 4096], found 16"),
+    (lambda r: r["data"]["video"].update(threshold=None), None),
+    (lambda r: r["data"]["video"].pop("tolerance_s"), "params key 'data.video.tolerance_s' is missing"),
 ])
 def test_bad_params_name_the_key(edit, message):
     r = raw()

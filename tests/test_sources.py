@@ -13,7 +13,7 @@ SPEC = SyntheticSpec(n_movies=3, min_shots=4, max_shots=12, seed=3)
 
 
 def test_check_source_refuses_an_unknown_source():
-    with pytest.raises(ValueError, match=r"^data.source: expected one of synthetic, moviescenes, local, found 'ftp'$"):
+    with pytest.raises(ValueError, match=r"^data.source: expected one of synthetic, moviescenes, local, video, found 'ftp'$"):
         check_source("ftp", "")
 
 
@@ -85,3 +85,15 @@ def test_rerun_replaces_the_output_and_a_failed_run_keeps_the_previous_one(tmp_p
         materialize("local", out, path=str(tmp_path / "movies"), cache_dir=tmp_path)  # no pickles there
     assert len(read_index(out)["movies"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["movies"]
+
+
+def test_check_source_needs_a_folder_of_videos(tmp_path):
+    with pytest.raises(ValueError, match=r"^data.path: expected a folder of videos with their <name>.scenes.csv for "
+                                         r"data.source: video, found ''$"):
+        check_source("video", "")
+    (tmp_path / "a.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"found {tmp_path}/a.mp4 \(a file\)$"):
+        check_source("video", str(tmp_path / "a.mp4"))
+    with pytest.raises(ValueError, match=rf"found {tmp_path}/none \(nothing there\)$"):
+        check_source("video", str(tmp_path / "none"))
+    check_source("video", str(tmp_path))
