@@ -278,7 +278,7 @@ def test_models_are_a_choice_and_read_only_their_own_keys(project):
 
 @pytest.mark.parametrize("edit,message", [
     (lambda p: p["train"].update(bogus=1), "unknown params key 'train.bogus'"),
-    (lambda p: p["data"].update(source="nowhere"), "'data.source': expected one of synthetic, moviescenes, local, found 'nowhere'"),
+    (lambda p: p["data"].update(source="nowhere"), "'data.source': expected one of synthetic, moviescenes, local, video, found 'nowhere'"),
     (lambda p: p["data"].update(source="local", path="/no/such/data.zip"), "/no/such/data.zip"),
 ])
 def test_bad_params_stop_the_stage_with_one_line(project, tmp_path, edit, message):

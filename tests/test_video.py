@@ -7,6 +7,8 @@ what the code finds with those, computed independently of it.
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -318,6 +320,31 @@ def test_sceneseg_video_writes_the_movie_and_its_scenes(trained, tmp_path, capsy
     err = capsys.readouterr().err
     assert "warning: movie new_movie's features come from 'resnet50-0123456789ab+weightfree/1', the model was trained " \
            "on features from 'weightfree/1'" in err
+
+
+def test_lgss_trains_on_the_modalities_videos_have(trained):
+    from sceneseg.models.checkpoint import load_checkpoint
+
+    p = yaml.safe_load((trained / "params.yaml").read_text())
+    p["train"].update(model="lgss", epochs=2, batch_size=4)
+    p["lgss"].update(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[1])
+    (trained / "params-lgss.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        run_stage("train", trained, "--movies", "data/movies", "--split", "data/split.json", "--windows", "data/windows",
+                  "--features", "data/features", "--model", "models/lgss.pt", "--metrics", "metrics/lgss.json",
+                  "--details", "results/lgss.json", "--plots", "plots/lgss", "--params", "params-lgss.yaml")
+    assert "train: lgss.modalities: ['cast'] absent from the movies, using ['place', 'action', 'audio']" in log.getvalue()
+    ckpt = load_checkpoint(trained / "models" / "lgss.pt")
+    assert list(ckpt.feature_dims) == ["place", "action", "audio"] and ckpt.extractor == "weightfree/1"
+    assert ckpt.config["net"]["fusion_weights"] == {"place": 0.5, "action": 0.2, "audio": 0.1}
+
+
+def test_the_video_libraries_are_imported_only_for_videos():
+    code = ("import sys; import sceneseg.data.sources, sceneseg.predict, sceneseg.video.command, sceneseg.cli; "
+            "print(' '.join(m for m in ('av', 'scenedetect', 'cv2') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
 
 
 def test_params_yaml_video_section_is_the_command_defaults():

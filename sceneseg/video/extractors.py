@@ -50,8 +50,8 @@ def colour_histograms(bgr: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def gabor_bank(h: int, w: int) -> np.ndarray:
-    """[S*O, h, w] log-Gabor transfer functions (frequency domain): centre frequencies 1/4 .. 1/32
-    cycles per pixel, orientations every 180/O degrees."""
+    """[S*O, h, w//2+1] log-Gabor transfer functions (the half spectrum ``rfft2`` gives): centre
+    frequencies 1/4 .. 1/32 cycles per pixel, orientations every 180/O degrees."""
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[None, :]
     radius = np.hypot(fx, fy)
@@ -65,7 +65,9 @@ def gabor_bank(h: int, w: int) -> np.ndarray:
         for o in range(GIST_ORIENTATIONS):
             d = np.angle(np.exp(1j * 2 * (angle - o * np.pi / GIST_ORIENTATIONS))) / 2  # wrapped to [-pi/2, pi/2]
             bank.append(radial * np.exp(-d**2 / (2 * (np.pi / GIST_ORIENTATIONS / 1.2) ** 2)))
-    return np.stack(bank)
+    bank = np.stack(bank)
+    bank[:, h // 2, :] = bank[:, :, w // 2] = 0.0  # Nyquist: the filters are then even (G(-f) = G(f)) ...
+    return bank[:, :, : w // 2 + 1]  # ... so real images give real responses: half the spectrum is enough
 
 
 def gist(bgr: np.ndarray) -> np.ndarray:
@@ -73,7 +75,7 @@ def gist(bgr: np.ndarray) -> np.ndarray:
     h, w = GIST_SIZE
     grey = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (w, h), interpolation=cv2.INTER_AREA).astype(np.float64)
     grey = (grey - grey.mean()) / (grey.std() + 1.0)  # contrast-normalised
-    resp = np.abs(np.fft.ifft2(np.fft.fft2(grey)[None] * gabor_bank(h, w)))  # [F, h, w]
+    resp = np.abs(np.fft.irfft2(np.fft.rfft2(grey)[None] * gabor_bank(h, w), s=(h, w)))  # [F, h, w]
     gy, gx = GIST_GRID
     pooled = resp.reshape(len(resp), gy, h // gy, gx, w // gx).mean(axis=(2, 4)).ravel()  # [F * gy * gx]
     return pooled / (np.linalg.norm(pooled) + 1e-12)

@@ -29,7 +29,7 @@ from sceneseg.video.decode import Audio, VideoReader
 from sceneseg.video.shots import ShotCutter, shot_ends
 
 VIDEO_MODALITIES = ("place", "action", "audio")  # what a video gives; cast (faces) is absent
-CACHE_VERSION = 1  # bump when the arrays of an entry change meaning
+CACHE_VERSION = 2  # bump when the arrays of an entry change meaning
 BUFFER_FRAMES = 64  # recent frames kept so that a cut reported late still gets its first frame described
 
 
