@@ -192,6 +192,32 @@ def test_annotations_past_the_end_stop_the_download_stage_and_leave_nothing(vide
     assert not (tmp_path / "data" / "movies").exists() and not list((tmp_path / "data").glob(".*"))
 
 
+def test_video_source_reports_scene_starts_off_every_cut_and_refuses_clashing_ids(videos, tmp_path):
+    from sceneseg.data.sources import materialize
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    g = videos[0]
+    (folder / "a b.mp4").write_bytes(g.path.read_bytes())
+    cut_times = (g.shot_end_frame[:-1] + 1) / FPS
+    i = int(np.argmax(np.diff(cut_times)))
+    off = (cut_times[i] + cut_times[i + 1]) / 2  # amid the longest shot: far from every cut
+    assert np.abs(cut_times - off).min() > VIDEO_DEFAULTS.tolerance_s
+    starts = sorted([*g.scene_start_s.tolist(), off])
+    (folder / "a b.scenes.csv").write_text("start_s\n" + "".join(f"{t}\n" for t in starts))
+    summary = materialize("video", tmp_path / "movies", path=str(folder), cache_dir=tmp_path / "cache",
+                          video=VIDEO_DEFAULTS)
+    assert summary["n_movies"] == 1 and summary["n_boundaries"] == len(g.scene_start_s) - 1
+    (w,) = read_index(tmp_path / "movies")["warnings"]
+    assert w.startswith(f"{folder / 'a b.scenes.csv'}: scene start {off:.3f} s: nearest cut at")
+    assert load_movie(tmp_path / "movies" / "a_b").boundary.tolist() == (np.diff(g.shot_scene) != 0).tolist()
+    (folder / "a_b.mp4").write_bytes(g.path.read_bytes())
+    (folder / "a_b.scenes.csv").write_text("start_s\n0\n")
+    with pytest.raises(ValueError, match=r"a_b.mp4: its movie id 'a_b' is also that of .*a b.mp4: rename one$"):
+        materialize("video", tmp_path / "movies2", path=str(folder), cache_dir=tmp_path / "cache", video=VIDEO_DEFAULTS)
+    assert not (tmp_path / "movies2").exists()
+
+
 # ----------------------------------------------------------------------------- ResNet-50 weights
 
 
