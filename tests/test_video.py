@@ -66,6 +66,14 @@ def test_variable_frame_rate_times_come_from_the_timestamps(tmp_path):
     assert not np.allclose(shots.shot_end_time[:-1], (g.shot_end_frame[:-1] + 1) / FPS, atol=0.05)
 
 
+def test_the_adaptive_detector_at_its_default_threshold_finds_the_same_cuts(videos):
+    # it reports a cut 2 frames late, once it has seen the frames after it (window_width 2)
+    shots = detect_and_describe(videos[0].path, replace(VIDEO_DEFAULTS, detector="adaptive", threshold=None))
+    assert shots.shot_end_frame.tolist() == videos[0].shot_end_frame.tolist()
+    # each shot's first frame was still described (from the frames kept), as with the content detector
+    assert np.array_equal(shots.features["place"], detect_and_describe(videos[0].path, VIDEO_DEFAULTS).features["place"])
+
+
 def test_a_libx264_video_gives_the_same_shots(tmp_path):
     g = write_video(tmp_path / "h264.mp4", seed=7, codec="libx264", size=(128, 72))
     assert detect_and_describe(g.path, VIDEO_DEFAULTS).shot_end_frame.tolist() == g.shot_end_frame.tolist()
