@@ -41,6 +41,7 @@ SETS = {  # name -> (generator settings, test fraction); the realistic story unl
     "sample": (None, None),  # the built-in sample of params.yaml, the pipeline's split
     "short": (SyntheticSpec(32, seed=11, length_scale=0.3), 0.25),  # 32 movies of a third of the real length
     "full": (SyntheticSpec(40, seed=12), 0.2),  # 40 movies of the real shot counts
+    "resample": (SyntheticSpec(32, seed=17, length_scale=0.4), 0.25),  # the sample's settings, another seed
     "noisy": (SyntheticSpec(32, seed=13, length_scale=0.3, noise=1.3), 0.25),  # 1.3x the per-shot noise
     "setups": (SyntheticSpec(32, seed=14, length_scale=0.3, min_setups=2, max_setups=12), 0.25),  # more camera set-ups
     "scaled": (SyntheticSpec(32, seed=15, length_scale=0.3, scale_spread=1.0), 0.25),  # scales x0.1-x10 per movie
@@ -113,10 +114,10 @@ def run_set(name: str, root: Path, params, seeds: list[int], lgss: list[str], ep
             common = dataclasses.replace(params.train, model=model_name, seed=seed,
                                          epochs=epochs or params.train.epochs)
             trained = kind.train(data, own, common, device, progress=False)
-            prob = kind.predict(trained.model, trained.config, test, device, common.eval_batch_size)
+            prob = kind.predict(trained.model, trained.config, test, device)
             rows.setdefault(system, []).append(score(test, prob, trained.threshold, e.fps, e.recall_window_s))
             if model_name == "simseq":
-                bare = kind.predict(trained.model, trained.config, test, device, 256, with_shipped=False)
+                bare = kind.predict(trained.model, trained.config, test, device, with_shipped=False)
                 rows.setdefault("simseq -shipped", []).append(score(test, bare, trained.threshold, e.fps,
                                                                     e.recall_window_s))
             print(f"  {name} {system} seed {seed}: {rows[system][-1]} "

@@ -92,12 +92,12 @@ def run_protocol(name: str, val_by: str, base, seeds: list[int], workdir: Path) 
     for seed in seeds:
         common = dataclasses.replace(params.train, model="simseq", seed=seed, threshold_metric="f1")
         tr = kind.train(data, model_params(params, "simseq"), common, cpu, progress=False)
-        val_prob = kind.predict(tr.model, tr.config, val, cpu, common.eval_batch_size)
+        val_prob = kind.predict(tr.model, tr.config, val, cpu)
         thresholds = refit_thresholds(val_prob)
         if abs(thresholds["f1"] - tr.threshold) > 1e-9:  # the training's own threshold, from the same probabilities
             print(f"  note: {name} {val_by} seed {seed}: training chose {tr.threshold}, recomputed {thresholds['f1']}",
                   file=sys.stderr)
-        add("simseq", val_prob, kind.predict(tr.model, tr.config, test, cpu, common.eval_batch_size), thresholds)
+        add("simseq", val_prob, kind.predict(tr.model, tr.config, test, cpu), thresholds)
         print(f"  {name} {val_by} simseq seed {seed}: " + ", ".join(
             f"{metric}: {k} {rows[(metric, 'simseq')][-1][k]:.3f}" for metric in metrics_here
             for k in ("val AP", "test AP", "test Miou")) + f" (epoch {tr.best_epoch}, {tr.seconds:.0f} s)",

@@ -22,7 +22,7 @@ from sceneseg.data.movies import MODALITIES
 # the models' own params sections (one per model of sceneseg.models.registry, named after it)
 MODEL_SECTIONS = ("simseq", "lgss")
 # keys that moved: an old params.yaml stops with one line naming the new key
-MOVED = {"featurize.shot_num": "lgss.shot_num"}
+MOVED = {"featurize.shot_num": "lgss.shot_num", "train.eval_batch_size": "lgss.eval_batch_size"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,6 @@ class TrainParams:
     lr: float | None  # None: the model's own default (its section's ``lr``)
     epochs: int
     batch_size: int | None  # None: the model's own default (its section's ``batch_size``)
-    eval_batch_size: int
     threshold_metric: str
     device: str
     num_threads: int
@@ -277,7 +276,7 @@ def validate(p: Params) -> Params:
     check_range("featurize.seq_len", p.featurize.seq_len, 1, 10_000)
     t = p.train
     check_choice("train.model", t.model, MODEL_SECTIONS)
-    for key in ("epochs", "batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size"):
         if getattr(t, key) is not None or key != "batch_size":
             check_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
     if t.lr is not None:

@@ -160,7 +160,8 @@ def check_movie(movie: Movie, source: Path, feature_dims: dict[str, int]) -> int
 # ----------------------------------------------------------------------------- prediction
 
 
-def predict_movie(ckpt: Checkpoint, movie: Movie, n_shots: int, device: torch.device, batch_size: int) -> np.ndarray:
+def predict_movie(ckpt: Checkpoint, movie: Movie, n_shots: int, device: torch.device,
+                  batch_size: int | None) -> np.ndarray:
     """Boundary probability of each of the N-1 transitions of one checked movie: [N-1] float64."""
     import torch
 
@@ -228,7 +229,7 @@ def compare_with_truth(movie: Movie, prob: np.ndarray, threshold: float) -> dict
     return out
 
 
-def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: torch.device, batch_size: int,
+def predict_one(ckpt: Checkpoint, src: MovieSource, threshold: float, device: torch.device, batch_size: int | None,
                 plot_dir: Path | None = None, seen: dict[str, Path] | None = None, ignore_shipped: bool = False,
                 truth: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, log=None) -> dict:
     """Read, check and predict one movie; draw its timeline when asked. Returns its output record.
@@ -300,7 +301,7 @@ def summary_line(rec: dict) -> str:
 
 
 def predict_input(inputs: Path | list[Path], model_path: Path, threshold: float | None = None, device_name: str = "auto",
-                  batch_size: int = 256, plot_dir: Path | None = None, log=None, ignore_shipped: bool = False) -> dict:
+                  batch_size: int | None = None, plot_dir: Path | None = None, log=None, ignore_shipped: bool = False) -> dict:
     """Predict every movie of ``inputs`` (one or several paths) with the checkpoint at ``model_path``
     (one movie in memory at a time); a movie given twice is refused.
 
@@ -312,7 +313,7 @@ def predict_input(inputs: Path | list[Path], model_path: Path, threshold: float 
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold: expected a number in [0, 1], found {threshold}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive number of sequences, found {batch_size}")
     sources = [src for path in ([inputs] if isinstance(inputs, (str, Path)) else inputs) for src in find_movies(path)]
     device = pick_device(device_name)
@@ -429,7 +430,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "ground truth when present)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto (default) = CUDA, else Apple MPS, else CPU")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="sequences of transitions per inference batch (default 256)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="sequences of transitions per inference batch (default: the checkpoint's; LGSS: its run's "
+                        "lgss.eval_batch_size)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="CPU threads for torch and numpy's BLAS; 0 = their defaults. Default 1: on a busy 2-core "
                    "machine two threads ran 3-15x slower than one (on an idle one, about 25%% faster)")

@@ -36,7 +36,7 @@ def main(args, params) -> None:
 
     movies = load(wins["test"].movie_ids)
     print(f"evaluate: predicting the {len(movies)} test movies with the {ckpt.kind.name} model", flush=True)
-    prob = ckpt.predict(movies, device, params.train.eval_batch_size)
+    prob = ckpt.predict(movies, device)
     train_movies = load(split["train"])
     # the stacked reference: fitted on the transitions the model trained on, threshold on its validation ones
     whole_val = wins["val"].movie_ids != wins["train"].movie_ids

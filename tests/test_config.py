@@ -34,6 +34,8 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["train"].pop("seed"), "'train.seed' is missing"),
     (lambda r: r["lgss"].update(shot_num=3), "'lgss.shot_num': expected an even number"),
     (lambda r: r["featurize"].update(shot_num=4), "params key 'featurize.shot_num' is now 'lgss.shot_num'"),
+    (lambda r: r["train"].update(eval_batch_size=256), "params key 'train.eval_batch_size' is now 'lgss.eval_batch_size'"),
+    (lambda r: r["lgss"].update(eval_batch_size=0), "'lgss.eval_batch_size': expected a value in [1, 1000000], found 0"),
     (lambda r: r["lgss"].update(modalities=["place", "smell"]), "'lgss.modalities': expected one of"),
     (lambda r: r["lgss"].update(modalities=["place"]), "'lgss.fusion_weights': expected one weight per modality"),
     (lambda r: r["simseq"].update(widths=[0, 2]), "'simseq.widths': expected distinct widths"),

@@ -29,8 +29,8 @@ CPU = torch.device("cpu")
 
 def tiny(params, model: str, epochs: int = 4, **own):
     """Shared and own params of a tiny, fast run of ``model``."""
-    common = dataclasses.replace(params.train, model=model, epochs=epochs, batch_size=4, eval_batch_size=16)
-    small = {"lgss": dict(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[2]),
+    common = dataclasses.replace(params.train, model=model, epochs=epochs, batch_size=4)
+    small = {"lgss": dict(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[2], eval_batch_size=16),
              "simseq": dict(hidden=16, crop_len=32, patience=0)}[model]
     return common, dataclasses.replace(model_params(params, model), **{**small, **own})
 
@@ -68,7 +68,8 @@ def test_every_model_trains_saves_loads_and_predicts_through_the_interface(name,
     save_checkpoint(tmp_path / "m.pt", name, trained.model, trained.config, trained.threshold, "f1", {}, "x")
     ck = load_checkpoint(tmp_path / "m.pt")
     assert ck.kind is kind and ck.threshold == trained.threshold and set(ck.feature_dims) == set(own.modalities)
-    again = ck.predict(test, CPU, 16)
+    again = ck.predict(test, CPU)  # the model's own inference batch: LGSS's is its run's lgss.eval_batch_size
+    assert ck.config.get("eval_batch_size", 16) == 16
     for m in test:
         np.testing.assert_array_equal(again[m.imdb_id], prob[m.imdb_id])
     # the same seed gives the same model (CPU)

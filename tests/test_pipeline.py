@@ -30,8 +30,8 @@ def tiny_params() -> dict:
     p["data"]["synthetic"].update(n_movies=5, min_shots=30, max_shots=45, seed=1)
     p["data"]["cache_dir"] = ".cache"
     p["featurize"]["seq_len"] = 5
-    p["train"].update(epochs=2, batch_size=4, eval_batch_size=16)
-    p["lgss"].update(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[1])
+    p["train"].update(epochs=2, batch_size=4)
+    p["lgss"].update(sim_channel=8, lstm_hidden=8, fc_hidden=8, lr_decay_epochs=[1], eval_batch_size=16)
     p["simseq"].update(hidden=8, crop_len=16)
     p["evaluate"]["timeline_movies"] = 1
     return p
@@ -176,6 +176,23 @@ def test_exp_run_with_new_lr_reruns_only_train_and_evaluate(project):
     ran = {line.split("'")[1] for line in dry.stdout.splitlines() if line.startswith("Running stage")}
     # (evaluate follows once train has written a new model: a dry run cannot know that it will)
     assert ran >= {"features", "train"} and not ran & {"download", "split", "featurize"}, dry.stdout
+    # keys only the other model reads (LGSS's inference batch among them) rerun nothing; back to the
+    # committed run first (the workspace holds the last experiment's params, lock and outputs)
+    sh(["git", "checkout", "--", "."], project)
+    sh(["dvc", "checkout", "--force"], project)
+
+    def dry_run() -> set[str]:
+        out = sh(["dvc", "repro", "--dry"], project).stdout
+        return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+    assert dry_run() == set()
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["lgss"].update(eval_batch_size=7, lr=0.5)
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    assert dry_run() == set()
+    p["simseq"]["dropout"] = 0.1  # a key the selected model reads: the check can fail
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    assert "train" in dry_run()
     sh(["git", "checkout", "params.yaml"], project)
 
 

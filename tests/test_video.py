@@ -279,7 +279,7 @@ def trained(tmp_path_factory) -> Path:
     p["data"].update(source="video", path=str(d / "videos"), cache_dir=str(d / "cache"))
     p["split"]["test_fraction"] = 0.25
     p["featurize"]["seq_len"] = 5
-    p["train"].update(epochs=8, eval_batch_size=16)
+    p["train"].update(epochs=8)
     p["simseq"].update(hidden=8, crop_len=8, batch_size=8, tree_iters=20)
     p["evaluate"].update(timeline_movies=1, boosted_max_iter=20)
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

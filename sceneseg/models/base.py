@@ -141,8 +141,9 @@ class ModelKind:
         raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, config: dict, movies: list[Movie], device: torch.device,
-                batch_size: int, with_shipped: bool = True) -> dict[str, np.ndarray]:
+                batch_size: int | None = None, with_shipped: bool = True) -> dict[str, np.ndarray]:
         """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64.
+        ``batch_size``: sequences per inference batch for a model that batches them (None: the model's own).
         ``with_shipped=False``: without the dataset's shipped prediction even where a movie has one
         (a model that never reads it ignores the flag)."""
         raise NotImplementedError

@@ -40,8 +40,9 @@ class Checkpoint:
         """Modality -> dimension of the features the model reads."""
         return self.kind.feature_dims(self.config)
 
-    def predict(self, movies: list, device: torch.device, batch_size: int) -> dict:
-        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64."""
+    def predict(self, movies: list, device: torch.device, batch_size: int | None = None) -> dict:
+        """Boundary probability of every transition of each movie (>= 2 shots): id -> [N-1] float64;
+        ``batch_size`` None: the model's own (LGSS: ``lgss.eval_batch_size`` of its run)."""
         return self.kind.predict(self.model, self.config, movies, device, batch_size)
 
 

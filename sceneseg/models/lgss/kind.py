@@ -40,12 +40,13 @@ class LGSSKind(ModelKind):
         return dict(config["net"]["feature_dims"])
 
     def predict(self, model: LGSS, config: dict, movies: list[Movie], device: torch.device,
-                batch_size: int, with_shipped: bool = True) -> dict[str, np.ndarray]:
-        """Every transition through the windows that tile each movie (as featurize tiles test movies);
-        LGSS never reads the shipped prediction, so ``with_shipped`` changes nothing."""
+                batch_size: int | None = None, with_shipped: bool = True) -> dict[str, np.ndarray]:
+        """Every transition through the windows that tile each movie (as featurize tiles test movies),
+        ``batch_size`` windows at a time (None: ``lgss.eval_batch_size`` of the run, 256 in checkpoints
+        older than that key); LGSS never reads the shipped prediction, so ``with_shipped`` changes nothing."""
         bank = ShotBank(movies, list(model.cfg.feature_dims), device, model.cfg.shot_num)
         windows = build_windows([m.imdb_id for m in movies], [m.n_shots for m in movies], int(config["seq_len"]))
-        return predict_windows(model, bank, windows, batch_size)
+        return predict_windows(model, bank, windows, batch_size or int(config.get("eval_batch_size", 256)))
 
 
 def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoch, progress: bool, resume,
@@ -70,7 +71,7 @@ def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoc
     recipe = Recipe(lr=common.lr if common.lr is not None else p.lr, weight_decay=p.weight_decay,
                     lr_decay_epochs=tuple(p.lr_decay_epochs), lr_decay_gamma=p.lr_decay_gamma,
                     class_weights=tuple(p.class_weights), epochs=common.epochs, batch_size=common.batch_size or p.batch_size,
-                    eval_batch_size=common.eval_batch_size, select_epoch=p.select_epoch, seed=common.seed)
+                    eval_batch_size=p.eval_batch_size, select_epoch=p.select_epoch, seed=common.seed)
 
     model, hist = fit(net_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),
                       (banks["test"], wins["test"]), device, on_epoch=on_epoch, progress=progress,
@@ -78,7 +79,8 @@ def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoc
     if dist is not None and dist.rank != 0:
         return None
     threshold = validation_threshold(model, banks["val"], wins["val"], common.threshold_metric,
-                                     common.eval_batch_size)
-    return Trained(model, {"net": net_cfg.to_dict(), "seq_len": wins["train"].seq_len}, threshold,
+                                     p.eval_batch_size)
+    return Trained(model, {"net": net_cfg.to_dict(), "seq_len": wins["train"].seq_len,
+                           "eval_batch_size": p.eval_batch_size}, threshold,
                    hist.train_loss, hist.val_loss, hist.best_epoch, hist.test_loss, hist.seconds,
                    int(wins["train"].own.sum()))

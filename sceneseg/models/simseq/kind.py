@@ -50,7 +50,8 @@ class SimSeqKind(ModelKind):
         return dict(config["feature_dims"])
 
     def predict(self, model: SimSeqNet, config: dict, movies: list[Movie], device: torch.device,
-                batch_size: int, with_shipped: bool = True) -> dict[str, np.ndarray]:
+                batch_size: int | None = None, with_shipped: bool = True) -> dict[str, np.ndarray]:
+        """One whole movie at a time (``batch_size`` is not read)."""
         model.eval()
         out = {}
         with torch.no_grad():
