@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from sceneseg.data.movies import END_FRAME_KEY, END_TIME_KEY, EXTRACTOR_KEY, FPS
 from sceneseg.data.validate import movie_from_dict
 from sceneseg.video import extractors
 from sceneseg.video.annotations import align, annotation_path, read_scene_starts
-from sceneseg.video.decode import Audio, VideoReader
+from sceneseg.video.decode import Audio, Frame, VideoReader
 from sceneseg.video.shots import ShotCutter, shot_ends
 
 VIDEO_MODALITIES = ("place", "action", "audio")  # what a video gives; cast (faces) is absent
@@ -124,7 +124,19 @@ def detect_and_describe(path: Path, v: VideoParams, log: Callable[[str], None] |
     """Decode ``path`` once: shots (PySceneDetect) and per-shot place, action and audio features."""
     t0 = time.perf_counter()
     reader = VideoReader(path, v.frame_width, need_audio=True)
-    fps = reader.info.fps
+    shots = describe(reader.read(), reader.info.fps, v)
+    if log is not None:
+        dt = time.perf_counter() - t0
+        n = shots.n_frames
+        log(f"video: {path}: {n} frames ({reader.info.width}x{reader.info.height} decoded, {shots.fps:.3f} fps, "
+            f"{shots.duration_s:.1f} s) -> {len(shots.shot_end_frame)} shots with PySceneDetect's {v.detector} detector "
+            f"(threshold {'default' if v.threshold is None else v.threshold}); features: {shots.extractor} "
+            f"({', '.join(VIDEO_MODALITIES)}; no cast); {dt:.1f} s, {n / dt:.0f} frames/s")
+    return shots
+
+
+def describe(items: Iterable[Frame | Audio], fps: float, v: VideoParams) -> Shots:
+    """Shots and their features from decoded frames and audio in file order (a reader's, or stored ones)."""
     cutter = ShotCutter(v.detector, v.threshold, v.min_shot_frames, fps)
     place = _Place(v, fps)
     sound = extractors.LogMel()
@@ -132,7 +144,7 @@ def detect_and_describe(path: Path, v: VideoParams, log: Callable[[str], None] |
     times: list[float] = []
     cells: list[np.ndarray] = []
     prev = None
-    for item in reader.read():
+    for item in items:
         if isinstance(item, Audio):
             sound.add(item.start_s, item.samples)
             continue
@@ -147,7 +159,7 @@ def detect_and_describe(path: Path, v: VideoParams, log: Callable[[str], None] |
     late = cutter.finish()
     place.cuts(late)
     cuts += late
-    n = reader.n_frames
+    n = len(times)
     ends = shot_ends(cuts, n)
     t = np.asarray(times, dtype=np.float64)
     frame_s = float(np.median(np.diff(t))) if n > 1 else 1.0 / fps
@@ -156,14 +168,7 @@ def detect_and_describe(path: Path, v: VideoParams, log: Callable[[str], None] |
     features = {"place": place.per_shot(ends),
                 "action": extractors.action_features(np.stack(cells), ends),
                 "audio": sound.per_shot(starts_s, ends_s)}
-    shots = Shots(features, ends, ends_s, fps, extractor_name(v), n, float(ends_s[-1]))
-    if log is not None:
-        dt = time.perf_counter() - t0
-        log(f"video: {path}: {n} frames ({reader.info.width}x{reader.info.height} decoded, {fps:.3f} fps, "
-            f"{shots.duration_s:.1f} s) -> {len(ends)} shots with PySceneDetect's {v.detector} detector "
-            f"(threshold {'default' if v.threshold is None else v.threshold}); features: {shots.extractor} "
-            f"({', '.join(VIDEO_MODALITIES)}; no cast); {dt:.1f} s, {n / dt:.0f} frames/s")
-    return shots
+    return Shots(features, ends, ends_s, fps, extractor_name(v), n, float(ends_s[-1]))
 
 
 def cache_key(digest: str, v: VideoParams, extractor: str) -> str:
