@@ -285,3 +285,35 @@ def test_shipped_dropout_withholds_the_shipped_input_from_its_share_of_training_
     else:  # binomial: 3 standard deviations
         assert abs(np.mean(dropped) - share) < 3 * math.sqrt(share * (1 - share) / len(rows))
 
+
+
+def test_tree_inputs_put_each_neighbour_in_its_own_columns_repeating_the_edges():
+    """The column order is what a saved checkpoint's trees split on: the transition, then its
+    neighbours from -k to +k (0 left out), each clamped to the movie, then the shipped logit."""
+    cfg = {"feature_dims": {"place": 4}, "widths": [1], "cross_widths": [], "match_widths": [],
+           "trees": {"context": 2}}
+    assert n_base(cfg) == 2  # raw and centred cos_1
+    length = 5
+    x = torch.zeros(length, n_features(cfg))
+    x[:, 0] = torch.arange(length) * 10.0  # column 0 of transition t is 10 t, column 1 is 10 t + 1
+    x[:, 1] = torch.arange(length) * 10.0 + 1
+    x[:, -2], x[:, -1] = 0.7, 1.0
+    tx = tree_inputs(x, cfg).numpy()
+    by_hand = []
+    for t in range(length):
+        row = [10 * t, 10 * t + 1]
+        for s in (-2, -1, 1, 2):
+            u = min(max(t + s, 0), length - 1)
+            row += [10 * u, 10 * u + 1]
+        by_hand.append(row + [0.7])
+    np.testing.assert_allclose(tx, np.array(by_hand), rtol=1e-6)
+    assert tx[0, 2] == 0 and tx[length - 1, -2] == 10 * (length - 1) + 1  # edges repeat, never wrap
+
+
+def test_the_feature_spec_names_every_width_the_model_reads():
+    from sceneseg.models.simseq.features import feature_spec
+
+    cfg = {"feature_dims": {"place": 4}, "widths": [1, 2], "cross_widths": [2], "match_widths": [2, 4]}
+    spec = feature_spec(cfg)
+    assert spec.match_widths == (2, 4) and spec != feature_spec({**cfg, "match_widths": [2]})
+    assert n_base(cfg) == n_base({**cfg, "match_widths": []}) + 2 * 1 * 2  # match_k: 2 widths x 2 sides
