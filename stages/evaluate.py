@@ -62,9 +62,8 @@ def main(args, params) -> None:
     write_json(Path(args.predictions), predictions_doc(movies, prob, ckpt.threshold, args.model))
     plots = Path(args.plots)
     gt = {m.imdb_id: m.boundary for m in movies}
-    for name in PR_SYSTEMS:
-        if name in systems:
-            write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]))
+    for name in PR_SYSTEMS:  # every declared plot file is written: an absent system's curve is empty
+        write_json(plots / f"pr_{name}.json", pr_points(gt, systems[name]) if name in systems else [])
     with writing(args.figures):
         draw(movies, systems, summary, per_movie, ckpt.threshold, Path(args.figures), e.timeline_movies,
              e.fps)
