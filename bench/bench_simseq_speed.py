@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/bench_simseq_speed.py [--movies 64] [--length-scale 1.0] [-S simseq.batch_size=16 ...]
     .venv/bin/python bench/bench_simseq_speed.py --rev 6c3d202   # the pipeline as it was at a git revision
+    .venv/bin/python bench/bench_simseq_speed.py --then simseq.lr=0.003   # then one experiment of a sweep
 
 Makes a project in ``--workdir`` (this repository's dvc.yaml, params.yaml, stages/ and sceneseg/,
 ``dvc init --no-scm``; with ``--rev``, those files as they were at that git revision), sets the built-in sample to ``--movies`` movies with the real shot counts
 of sceneseg/data/moviescenes_manifest.csv times ``--length-scale`` (64 x 1.0: the real 106,041 shots,
 at the real feature dimensions), applies the ``-S key=value`` overrides, and runs each stage of
 ``dvc repro`` in order. Prints per stage the wall time and the peak RSS of its process tree, the
-train stage's seconds per epoch and tree fit (from its log), and the run's AP and Miou
+train stage's seconds per epoch and tree fit (from its log; the trees fit beside the epochs, and the log
+says how long training then waited for them), and the run's AP and Miou
 (metrics/eval.json). Threads: ``train.num_threads`` (0 = torch's default: every core).
 """
 
@@ -50,6 +52,11 @@ def make_project(work: Path, movies: int, length_scale: float, overrides: list[s
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"]["synthetic"].update(n_movies=movies, min_shots=0, max_shots=0, length_scale=length_scale)
     params["data"]["cache_dir"] = str(work / ".cache")
+    set_params(work, params, overrides)
+
+
+def set_params(work: Path, params: dict, overrides: list[str]) -> None:
+    """Write ``params`` with the ``key=value`` overrides to ``work``/params.yaml."""
     for item in overrides:
         key, _, value = item.partition("=")
         *parents, leaf = key.split(".")
@@ -83,6 +90,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_simseq_speed"))
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="params override key=value")
     ap.add_argument("--rev", default=None, help="run the pipeline's code and params as they were at this git revision")
+    ap.add_argument("--then", action="append", default=[], metavar="KEY=VALUE",
+                    help="after the run, change these params and time the `dvc repro` that follows (what "
+                         "`dvc exp run -S KEY=VALUE` reruns: train and evaluate for a model key)")
     args = ap.parse_args()
     make_project(args.workdir, args.movies, args.length_scale, args.overrides, args.rev)
     rows, total, log = [], 0.0, {}
@@ -96,7 +106,7 @@ def main() -> None:
     shots = sum(m["n_shots"] for m in index["movies"])
     ev = json.loads((args.workdir / "metrics/eval.json").read_text())
     epochs = re.search(r"train: (\d+) epochs in ([\d.]+) s \(([\d.]+) s per epoch", log["train"])
-    trees = re.search(r"trees fitted in ([\d.]+) s", log["train"])
+    trees = re.search(r"trees fitted in ([\d.]+) s(?: beside the network \(waited ([\d.]+) s)?", log["train"])
     threads = re.search(r"\((\d+) CPU threads", log["train"])
     print(f"{len(index['movies'])} movies, {shots} shots; code {args.rev or 'as checked out'}; "
           f"overrides {args.overrides or 'none'}; "
@@ -107,7 +117,19 @@ def main() -> None:
     print(f"| whole `dvc repro` | {total:.1f} | |")
     if epochs:
         print(f"train: {epochs.group(1)} epochs in {epochs.group(2)} s ({epochs.group(3)} s per epoch)"
-              + (f", trees {trees.group(1)} s" if trees else ""))
+              + (f", trees {trees.group(1)} s" if trees else "")
+              + (f" beside them (then waited {trees.group(2)} s)" if trees and trees.group(2) else ""))
+    if args.then:
+        set_params(args.workdir, yaml.safe_load((args.workdir / "params.yaml").read_text()), args.then)
+        env = {**os.environ, "PYTHONPATH": str(args.workdir)}
+        t0 = time.perf_counter()
+        out = subprocess.run(["dvc", "repro"], cwd=args.workdir, env=env, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"dvc repro after --then failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+        reran = re.findall(r"Running stage '(\w+)'", out.stdout)
+        print(f"then {' '.join(args.then)}: `dvc repro` {time.perf_counter() - t0:.1f} s (reran {', '.join(reran)})")
+        for line in re.findall(r"train: \d+ epochs in .*|train: trees fitted in .*", out.stdout):
+            print(f"  {line}")
     flat = {k: v for k, v in ev.items() if isinstance(v, (int, float))}
     flat.update({f"{ref} {k}": v for ref, d in ev.items() if isinstance(d, dict) for k, v in d.items()
                  if isinstance(v, (int, float))})

@@ -43,9 +43,16 @@ def test_written_features_are_the_ones_computed_on_the_fly(movies_dir, tmp_path)
         assert isinstance(got, np.memmap)  # read from the stage's file, not computed again
         np.testing.assert_array_equal(got, direct)
         np.testing.assert_array_equal(similarity(plain, SPEC), direct)  # nothing attached: computed
-        other = FeatureSpec(("place", "cast"), (1, 2), (2,))  # other widths (the boosted reference's): computed
-        np.testing.assert_array_equal(similarity(cached, other), transition_features(
-            {k: plain.features[k] for k in other.modalities}, other.widths, other.cross_widths))
+        # widths among the cached ones (as the boosted reference's are among simseq's): those columns
+        sub = FeatureSpec(("place", "cast"), (4, 1), (2,), (2,))
+        np.testing.assert_allclose(similarity(cached, sub), transition_features(
+            {k: plain.features[k] for k in sub.modalities}, sub.widths, sub.cross_widths, sub.match_widths),
+            rtol=0, atol=1e-12)
+        assert similarity(cached, sub).shape[1] == 2 * 7
+        for other in (FeatureSpec(("place", "cast"), (1, 3), (2,)), FeatureSpec(("cast", "place"), (1,), (2,)),
+                      FeatureSpec(("place", "cast"), (1,), (4,))):  # a width or order not cached: computed now
+            np.testing.assert_array_equal(similarity(cached, other), transition_features(
+                {k: plain.features[k] for k in other.modalities}, other.widths, other.cross_widths))
     assert attach(movies, None) is movies
 
 
@@ -84,3 +91,32 @@ def test_missing_or_stale_cache_names_the_file(movies_dir, tmp_path):
     (out / "spec.json").write_text('{"modalities": ["place"]}')
     with pytest.raises(ValueError, match=r"spec.json: expected modalities, widths and cross_widths"):
         attach(movies, out)
+
+
+def test_columns_of_a_spec_inside_another():
+    """Per modality: raw cos_k, centred cos_k, cross_k, match_k (after, before); other widths' columns in their order."""
+    big = FeatureSpec(("place", "cast"), (1, 2, 4), (2, 8), (2, 4))  # 2 * 3 + 2 + 2 * 2 = 12 columns per modality
+    assert big.columns_of(big).tolist() == list(range(24))
+    sub = FeatureSpec(("place", "cast"), (4, 1), (8,), (4,))
+    assert big.columns_of(sub).tolist() == [2, 0, 5, 3, 7, 10, 11, 14, 12, 17, 15, 19, 22, 23]
+    assert big.columns_of(FeatureSpec(("place",), (1,), (2,))) is None  # other modalities
+    assert big.columns_of(FeatureSpec(("place", "cast"), (1,), (2,), (8,))) is None  # a match width not cached
+
+
+def test_the_references_read_the_cached_columns(movies_dir, tmp_path):
+    """stacked's window cosines and boosted's features: taken from the features stage's columns when they hold
+    them, equal to computing them (to 1e-12)."""
+    from sceneseg.models.references.boosted import BoostedSpec
+    from sceneseg.models.references.boosted import features as boosted_features
+    from sceneseg.models.references.stacked import features as stacked_features
+
+    write_features(movies_dir, tmp_path / "features", SPEC, show_progress=False)
+    movies = load_movies(movies_dir)
+    boosted = BoostedSpec(("place", "cast"), (1, 4), (2,), context=1)
+    for plain, cached in zip(movies, attach(movies, tmp_path / "features")):
+        assert cached.extra and not plain.extra
+        for a, b in ((stacked_features(cached, ["place", "cast"], (4, 2), False),
+                      stacked_features(plain, ["place", "cast"], (4, 2), False)),
+                     (boosted_features(cached, boosted, False), boosted_features(plain, boosted, False))):
+            assert a.shape == b.shape and a.shape[0] == plain.n_shots - 1
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)

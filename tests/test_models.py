@@ -236,7 +236,7 @@ def test_whole_validation_movies_and_the_miou_threshold(tmp_path, params):
     assert ref.threshold == best_by_miou(ref.predict(val))
 
 
-@pytest.mark.parametrize("temporal", ["gru", "conv"])
+@pytest.mark.parametrize("temporal", ["gru", "lstm", "conv"])
 def test_simseq_padding_reaches_no_layer(temporal):
     """A movie shorter than the crop gives the same logits alone and zero-padded in a batch with a
     longer one, in training mode (dropout off): the standardised padding (-mean/std) would otherwise
@@ -284,3 +284,29 @@ def test_predict_can_ignore_a_shipped_prediction_present_in_the_input(data, para
     absent = predict_input(tmp_path / "without", tmp_path / "m.pt", device_name="cpu")["movies"][0]
     assert used["inputs"][-1] == "shipped prediction" and "shipped prediction" not in ignored["inputs"]
     assert ignored["boundary_prob"] == absent["boundary_prob"] != used["boundary_prob"]
+
+
+def test_simseq_lstm_is_torchs_bidirectional_lstm():
+    """``temporal: lstm``'s two unpadded LSTMs equal torch's bidirectional LSTM with the same weights, on
+    whole rows and on zero-padded rows of other lengths (packed for torch's)."""
+    from sceneseg.models.simseq.network import SimSeqNet
+
+    cfg = {"feature_dims": {"place": 4}, "widths": [1], "cross_widths": [2], "hidden": 6, "dropout": 0.0,
+           "temporal": "lstm", "dilations": [1]}
+    torch.manual_seed(1)
+    net = SimSeqNet(cfg)
+    bi = torch.nn.LSTM(6, 6, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name, value in net.fwd.named_parameters():
+            getattr(bi, name).copy_(value)
+        for name, value in net.bwd.named_parameters():
+            getattr(bi, f"{name}_reverse").copy_(value)
+    h = torch.randn(3, 9, 6)
+    torch.testing.assert_close(net._bilstm(h, None), bi(h)[0], rtol=0, atol=1e-6)
+    lengths = torch.tensor([9, 4, 1])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+    want = torch.nn.utils.rnn.pad_packed_sequence(bi(packed)[0], batch_first=True, total_length=9)[0]
+    got = net._bilstm(h, lengths)
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(got[row, :n], want[row, :n], rtol=0, atol=1e-6)
+    assert not torch.allclose(got[1, :4, 6:], net._bilstm(h[1:2, :4].flip(1), None)[0, :, 6:], atol=1e-3)

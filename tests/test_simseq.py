@@ -317,3 +317,58 @@ def test_the_feature_spec_names_every_width_the_model_reads():
     spec = feature_spec(cfg)
     assert spec.match_widths == (2, 4) and spec != feature_spec({**cfg, "match_widths": [2]})
     assert n_base(cfg) == n_base({**cfg, "match_widths": []}) + 2 * 1 * 2  # match_k: 2 widths x 2 sides
+
+
+def _tree_set(data, own):
+    movies = data.movies("train")
+    cfg = {"feature_dims": {m: int(movies[0].features[m].shape[1]) for m in own.modalities},
+           "widths": list(own.widths), "cross_widths": list(own.cross_widths), "match_widths": list(own.match_widths),
+           "use_shipped": True, "hidden": 8, "dropout": 0.0, "temporal": "gru", "dilations": [1]}
+    return cfg, simseq._Set(movies, data.owned("train"), cfg, CPU)
+
+
+def test_the_trees_fitted_beside_the_network_are_scikit_learns(data, params, capsys):
+    """The thread's two fits equal scikit-learn's own fits on the same rows (with and without the shipped
+    column, at tree_leaves leaves), whatever the thread count; the network's weights go in unchanged."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    _, own = tiny(params, "simseq", tree_iters=15, tree_leaves=5, tree_context=1)
+    cfg, tr = _tree_set(data, own)
+    net = SimSeqNet(cfg)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the fit takes the process's threads
+    try:
+        model, out_cfg = simseq._TreeFit(cfg, tr, own, seed=3).result(net)
+        torch.set_num_threads(1)
+        one, _ = simseq._TreeFit(cfg, tr, own, seed=3).result(net)
+    finally:
+        torch.set_num_threads(before)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("fitting 15 boosted trees on 347 training transitions beside the network (2 threads)")
+    assert lines[1].endswith("(1 thread)")
+    x = torch.cat([tree_inputs(xm, out_cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).numpy()
+    y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).numpy() > 0.5
+    assert x.shape[1] == 3 * n_base(cfg) + 1 and not np.isnan(x[:, -1]).any()
+    for ens, cols in ((model.trees, x), (model.bare, x[:, :-1])):
+        clf = HistGradientBoostingClassifier(max_iter=15, learning_rate=own.tree_lr, max_leaf_nodes=5,
+                                             early_stopping=False, random_state=3).fit(cols, y)
+        assert ens.feature.shape[0] == 15
+        np.testing.assert_array_equal(ens(torch.from_numpy(cols)).numpy(), clf.decision_function(cols))
+    assert out_cfg["trees"] == {"context": 1, "shape": list(model.trees.feature.shape),
+                                "bare_shape": list(model.bare.feature.shape)}
+    for k, v in net.state_dict().items():
+        assert torch.equal(model.net.state_dict()[k], v)
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_failed_tree_fit_reaches_the_training_thread(data, params, monkeypatch):
+    _, own = tiny(params, "simseq", tree_iters=5)
+    cfg, tr = _tree_set(data, own)
+
+    def broken(self, *a, **k):
+        raise MemoryError("no room for the histograms")
+
+    monkeypatch.setattr(simseq.HistGradientBoostingClassifier, "fit", broken)
+    fit = simseq._TreeFit(cfg, tr, own, seed=0)
+    with pytest.raises(MemoryError, match="no room for the histograms"):
+        fit.result(SimSeqNet(cfg))

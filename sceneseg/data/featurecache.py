@@ -42,6 +42,19 @@ class FeatureSpec:
     def n_columns(self) -> int:
         return len(self.modalities) * (2 * len(self.widths) + len(self.cross_widths) + 2 * len(self.match_widths))
 
+    def columns_of(self, other: FeatureSpec) -> np.ndarray | None:
+        """The columns of ``other``'s features inside this spec's (``other``'s order), when this spec
+        computes all of them (the same modalities in the same order, its widths among these); else None."""
+        if other.modalities != self.modalities or not (set(other.widths) <= set(self.widths) and set(
+                other.cross_widths) <= set(self.cross_widths) and set(other.match_widths) <= set(self.match_widths)):
+            return None
+        w, c, m = len(self.widths), len(self.cross_widths), len(self.match_widths)
+        per = 2 * w + c + 2 * m  # one modality: raw cos_k, centred cos_k, cross_k, match_k (after, before)
+        one = ([self.widths.index(k) for k in other.widths] + [w + self.widths.index(k) for k in other.widths]
+               + [2 * w + self.cross_widths.index(k) for k in other.cross_widths]
+               + [2 * w + c + 2 * self.match_widths.index(k) + s for k in other.match_widths for s in (0, 1)])
+        return np.concatenate([np.asarray(one, dtype=np.int64) + i * per for i in range(len(self.modalities))])
+
     def to_json(self) -> dict:
         return {"modalities": list(self.modalities), "widths": list(self.widths),
                 "cross_widths": list(self.cross_widths), "match_widths": list(self.match_widths)}
@@ -49,12 +62,26 @@ class FeatureSpec:
 
 def similarity(movie: Movie, spec: FeatureSpec) -> np.ndarray:
     """[N-1, F] float64 similarity features of ``movie``: the attached ones if they were computed with
-    ``spec``, else :func:`sceneseg.data.simfeatures.transition_features` now."""
-    cached = movie.extra.get(_KEY)
-    if cached is not None and cached[0] == spec:
-        return cached[1]
+    ``spec`` or with a spec that holds all of its columns (the boosted reference's widths among
+    simseq's: those columns, equal to computing them now to about 1e-12), else
+    :func:`sceneseg.data.simfeatures.transition_features` now."""
+    cached = cached_columns(movie, spec)
+    if cached is not None:
+        return cached
     return transition_features({m: movie.features[m] for m in spec.modalities}, spec.widths, spec.cross_widths,
                                spec.match_widths)
+
+
+def cached_columns(movie: Movie, spec: FeatureSpec) -> np.ndarray | None:
+    """[N-1, F] the attached features of ``spec`` (the whole array, or the columns it names of a
+    spec that holds them all), or None when nothing attached holds them."""
+    cached = movie.extra.get(_KEY)
+    if cached is None:
+        return None
+    if cached[0] == spec:
+        return cached[1]
+    cols = cached[0].columns_of(spec)
+    return None if cols is None else np.asarray(cached[1][:, cols])
 
 
 def write_features(movies_dir: Path, out: Path, spec: FeatureSpec, show_progress: bool = True) -> int:

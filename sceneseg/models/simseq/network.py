@@ -1,5 +1,5 @@
 """SimSeq's network: transition features -> boundary logits, through a width-5 convolution and a
-bidirectional GRU (or residual dilated convolutions), the shipped logit wired to the output; and
+bidirectional GRU (or LSTM, or residual dilated convolutions), the shipped logit wired to the output; and
 the average, in log-odds, of that network and the boosted trees."""
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ class SimSeqNet(nn.Module):
         self.temporal = cfg.get("temporal", "gru")
         if self.temporal == "gru":  # long context: a bidirectional GRU (sequential over time)
             self.gru = nn.GRU(h, h, batch_first=True, bidirectional=True)
+        elif self.temporal == "lstm":  # the same with LSTMs: oneDNN runs them on a CPU, GRUs step by step
+            self.fwd, self.bwd = nn.LSTM(h, h, batch_first=True), nn.LSTM(h, h, batch_first=True)
         else:  # long context: residual dilated convolutions (parallel over time), receptive field 1 + 2 sum(d)
             self.dilated = nn.ModuleList(nn.Conv1d(h, h, kernel_size=3, padding=d, dilation=d)
                                          for d in cfg["dilations"])
-        width = 2 * h if self.temporal == "gru" else h
+        width = 2 * h if self.temporal in ("gru", "lstm") else h
         self.head = nn.Sequential(nn.Linear(width, h), nn.GELU(), nn.Dropout(float(cfg["dropout"])), nn.Linear(h, 1))
         self.skip = nn.Linear(2, 1)  # the shipped logit and its flag, straight to the output: evidence adds up
 
@@ -43,6 +45,8 @@ class SimSeqNet(nn.Module):
             real = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, L, 1]
             h = h * real
         h = h + F.gelu(self.local(h.transpose(1, 2))).transpose(1, 2)
+        if self.temporal == "lstm":
+            return (self.head(self._bilstm(h, lengths)) + self.skip(z[..., -2:])).squeeze(-1)
         if self.temporal != "gru":
             c = h.transpose(1, 2)  # [B, H, L]
             for conv in self.dilated:  # padding zeroed before each layer: a movie's edge, as at inference
@@ -54,6 +58,21 @@ class SimSeqNet(nn.Module):
             packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
             g, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
         return (self.head(g) + self.skip(z[..., -2:])).squeeze(-1)
+
+    def _bilstm(self, h: Tensor, lengths: Tensor | None) -> Tensor:  # [B, L, H] -> [B, L, 2H]
+        """A bidirectional LSTM on rows zero-padded at their ends, without packing (packed sequences
+        leave oneDNN's fused kernels): the forward LSTM reads each row from its start, so its padding
+        comes after every real step; the backward one reads each row reversed within its length
+        (padding still last) and its outputs are put back in order. Real steps never see padding."""
+        if lengths is None:
+            back = torch.arange(h.shape[1] - 1, -1, -1, device=h.device)[None, :].expand(h.shape[0], -1)
+        else:  # row b, step t < n_b reads step n_b - 1 - t; padding steps stay where they are
+            t = torch.arange(h.shape[1], device=h.device)[None, :]
+            n = lengths.to(h.device)[:, None]
+            back = torch.where(t < n, n - 1 - t, t)
+        index = back.unsqueeze(-1).expand(-1, -1, h.shape[2])
+        b = self.bwd(h.gather(1, index))[0].gather(1, index)  # the inverse of a reversal is itself
+        return torch.cat([self.fwd(h)[0], b], -1)
 
 
 class SimSeqTrees(nn.Module):

@@ -31,8 +31,9 @@ class SimSeqParams:
     match_widths: list[int] = field(default_factory=list)  # k of the mean best match across the cut
     tree_iters: int = 300  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
     tree_lr: float = 0.1
+    tree_leaves: int = 31  # leaves per tree (scikit-learn's max_leaf_nodes)
     tree_context: int = 2  # the trees read the features of this many neighbouring transitions on each side
-    temporal: str = "gru"  # gru (bidirectional GRU) | conv (residual dilated convolutions, parallel over time)
+    temporal: str = "gru"  # gru (bidirectional GRU) | lstm (the same with LSTMs) | conv (residual dilated convolutions, parallel over time)
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # of the conv layers
     batch_size: int = 64  # crops per training step, used when train.batch_size is null
 
@@ -47,7 +48,7 @@ def validate(p: SimSeqParams, section: str = "simseq") -> None:
             raise ValueError(f"params key '{section}.{key}': expected distinct widths in [1, 256], found {ks}")
     check_range(f"{section}.shipped_dropout", p.shipped_dropout, 0, 1)
     check_range(f"{section}.hidden", p.hidden, 1, 4096)
-    check_choice(f"{section}.temporal", p.temporal, ("gru", "conv"))
+    check_choice(f"{section}.temporal", p.temporal, ("gru", "lstm", "conv"))
     if not p.dilations or len(set(p.dilations)) != len(p.dilations) or min(p.dilations) < 1 \
             or max(p.dilations) > 4096:
         raise ValueError(f"params key '{section}.dilations': expected distinct dilations in [1, 4096], "
@@ -62,6 +63,7 @@ def validate(p: SimSeqParams, section: str = "simseq") -> None:
     check_range(f"{section}.patience", p.patience, 0, 10_000)
     check_range(f"{section}.tree_iters", p.tree_iters, 0, 100_000)
     check_range(f"{section}.tree_lr", p.tree_lr, 0, 10, lo_open=True)
+    check_range(f"{section}.tree_leaves", p.tree_leaves, 2, 100_000)
     check_range(f"{section}.tree_context", p.tree_context, 0, 64)
 
 
