@@ -262,3 +262,37 @@ def test_thread_limit_holds_torch_and_every_openmp_pool_then_restores_torch():
     assert torch.get_num_threads() == before
     with thread_limit(None):
         assert torch.get_num_threads() == before
+
+
+def test_failure_line_names_the_rank_that_caused_it():
+    """The one line a failed data-parallel job prints, from the ranks' records and the launcher's exit codes:
+    the earliest real error (a peer's death is a symptom), its traceback only for a bug, a timeout explained,
+    else a killed rank, signalled ones first, else the earliest symptom."""
+    from types import SimpleNamespace
+
+    from sceneseg.training.distributed import TIMEOUT_ENV, failure_line
+
+    def rec(t, text, trace="Traceback ..."):
+        return {"time": t, "text": text, "trace": trace}
+
+    end = "; the other ranks were stopped"
+    bug = {0: rec(1.0, "Connection closed by peer"), 1: rec(3.5, "RuntimeError: boom", "T1"), 2: rec(3.0, "KeyError: x", "T2")}
+    assert failure_line(3, bug, {}, [0, 1, 2]) == (f"train.world_size 3: rank 2 failed: KeyError: x{end}", "T2")
+    bug[1]["time"] = 3.0  # a tie: the lower rank
+    assert failure_line(3, bug, {}, [0, 1, 2]) == (f"train.world_size 3: rank 1 failed: RuntimeError: boom{end}", "T1")
+    for text in ("ValueError: params key 'x'", "OSError: disk full"):  # bad input: no traceback
+        assert failure_line(2, {1: rec(1.0, text)}, {}, [0, 1]) == (f"train.world_size 2: rank 1 failed: {text}{end}", "")
+    for text in ("RuntimeError: Timed out waiting", "RuntimeError: op timed out"):
+        line, trace = failure_line(2, {1: rec(1.0, text)}, {}, [0, 1])
+        assert line == (f"train.world_size 2: rank 1 failed: {text} (a collective waited {TIMEOUT_ENV} seconds for a "
+                        f"rank that hung or died){end}") and trace == ""
+    killed = SimpleNamespace(exitcode=-9, signal_name=lambda: "SIGKILL")
+    exited = SimpleNamespace(exitcode=0, signal_name=lambda: "")  # ended by the launcher, no signal
+    peer = {0: rec(1.0, "Connection reset by peer")}
+    assert failure_line(3, peer, {1: exited, 2: killed}, [0, 1, 2]) == (
+        f"train.world_size 3: rank 2 failed (killed by SIGKILL){end}", "")
+    assert failure_line(3, peer, {1: exited}, [0, 1, 2]) == (
+        f"train.world_size 3: rank 1 failed (died without a Python error: killed by a signal or the out-of-memory "
+        f"killer){end}", "")
+    symptoms = {0: rec(4.0, "Broken pipe"), 1: rec(2.0, "Connection closed by peer")}
+    assert failure_line(2, symptoms, {}, [0, 1]) == (f"train.world_size 2: rank 1 failed: Connection closed by peer{end}", "")
