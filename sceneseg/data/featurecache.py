@@ -84,6 +84,17 @@ def cached_columns(movie: Movie, spec: FeatureSpec) -> np.ndarray | None:
     return None if cols is None else np.asarray(cached[1][:, cols])
 
 
+def cached_raw_cosines(movie: Movie, modalities: tuple[str, ...], widths: tuple[int, ...]) -> np.ndarray | None:
+    """[N-1, modalities x widths] the attached ``cos_k`` of the raw shots (the stacked reference's
+    window cosines), or None when nothing attached holds them."""
+    cached = movie.extra.get(_KEY)
+    cols = cached[0].columns_of(FeatureSpec(tuple(modalities), tuple(widths), ())) if cached is not None else None
+    if cols is None:
+        return None
+    w = len(widths)  # per modality: raw cos_k, then centred cos_k
+    return np.asarray(cached[1][:, cols.reshape(len(modalities), 2 * w)[:, :w].reshape(-1)])
+
+
 def write_features(movies_dir: Path, out: Path, spec: FeatureSpec, show_progress: bool = True) -> int:
     """Compute the features of every movie in ``movies_dir`` (index order) and write them to ``out``
     (replaced as a whole: a temp folder renamed at the end, so a failure leaves nothing half-written).

@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sceneseg.data.featurecache import FeatureSpec, cached_columns
+from sceneseg.data.featurecache import cached_raw_cosines
 from sceneseg.data.movies import Movie
 from sceneseg.data.simfeatures import unit_rows, window_cosines
 from sceneseg.training.threshold import choose_on_validation
@@ -41,12 +41,9 @@ class Stacked:
 def features(movie: Movie, modalities: list[str], widths: tuple[int, ...], with_shipped: bool) -> np.ndarray:
     """[N-1, F]: window cosines of each modality at each width, then the shipped prediction if asked
     (the features stage's columns when it computed these widths, equal to computing them to about 1e-12)."""
-    cached = cached_columns(movie, FeatureSpec(tuple(modalities), tuple(widths), ()))  # raw, then centred cos_k
-    if cached is not None:
-        w = len(widths)
-        cols = [cached[:, 2 * w * i: 2 * w * i + w] for i in range(len(modalities))]
-    else:
-        cols = [window_cosines(unit_rows(movie.features[m], center=False), widths) for m in modalities]
+    cached = cached_raw_cosines(movie, tuple(modalities), tuple(widths))
+    cols = [cached] if cached is not None else \
+        [window_cosines(unit_rows(movie.features[m], center=False), widths) for m in modalities]
     if with_shipped:
         if movie.baseline is None:
             raise ValueError(f"movie {movie.imdb_id}: the stacked reference was fitted with the shipped prediction, "
