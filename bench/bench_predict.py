@@ -36,9 +36,9 @@ import types
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import torch
-from sklearn.ensemble import HistGradientBoostingClassifier
 
 import sceneseg.models.checkpoint
 import sceneseg.models.simseq.kind
@@ -51,6 +51,7 @@ from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.models.registry import model_params
 from sceneseg.models.simseq.features import movie_features, tree_inputs
 from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
+from sceneseg.models.simseq.training import tree_params
 from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.predict import format_json
 
@@ -72,9 +73,9 @@ def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
            "trees": {"context": p.tree_context}}
     movie = synthetic("tt0000002", shots, 1)
     x = tree_inputs(torch.from_numpy(movie_features(movie, cfg, True)), cfg).numpy()
-    fits = [TreeEnsemble.from_classifier(HistGradientBoostingClassifier(
-        max_iter=p.tree_iters, learning_rate=p.tree_lr, early_stopping=False, random_state=0).fit(cols, movie.boundary))
-        for cols in (x, x[:, :-1])]
+    label = np.asarray(movie.boundary, dtype=np.float64)
+    fits = [TreeEnsemble.from_booster(lgb.train({**tree_params(p, 0), "num_threads": 1}, lgb.Dataset(cols, label=label),
+                                                p.tree_iters)) for cols in (x, x[:, :-1])]
     cfg["trees"]["shape"], cfg["trees"]["bare_shape"] = list(fits[0].feature.shape), list(fits[1].feature.shape)
     torch.manual_seed(0)
     model = SimSeqTrees(cfg)

@@ -94,7 +94,7 @@ class TrainParams:
 
     model: str
     lr: float | None  # None: the model's own default (its section's ``lr``)
-    epochs: int
+    epochs: int | None  # None: the model's own default (its section's ``epochs``)
     batch_size: int | None  # None: the model's own default (its section's ``batch_size``)
     threshold_metric: str
     device: str
@@ -277,7 +277,7 @@ def validate(p: Params) -> Params:
     t = p.train
     check_choice("train.model", t.model, MODEL_SECTIONS)
     for key in ("epochs", "batch_size"):
-        if getattr(t, key) is not None or key != "batch_size":
+        if getattr(t, key) is not None:
             check_range(f"train.{key}", getattr(t, key), 1, 1_000_000)
     if t.lr is not None:
         check_range("train.lr", t.lr, 0, 10, lo_open=True)

@@ -16,7 +16,8 @@ def raw():
 def test_project_params_parse_with_the_published_recipe():
     p = load_params(ROOT / "params.yaml")
     t, lg = p.train, model_params(p, "lgss")
-    assert (t.model, t.lr, t.epochs, t.batch_size) == ("simseq", None, 30, None)  # None: each model's own
+    assert (t.model, t.lr, t.epochs, t.batch_size) == ("simseq", None, None, None)  # None: each model's own
+    assert (model_params(p, "simseq").epochs, lg.epochs) == (20, 30)
     assert (lg.lr, lg.weight_decay, lg.lr_decay_epochs, lg.lr_decay_gamma, lg.batch_size) == (0.01, 0.0005, [15], 0.1, 8)
     assert lg.class_weights == [0.5, 5.0]
     assert lg.fusion_weights == {"place": 0.5, "cast": 0.2, "action": 0.2, "audio": 0.1}

@@ -327,38 +327,45 @@ def _tree_set(data, own):
     return cfg, simseq._Set(movies, data.owned("train"), cfg, CPU)
 
 
-def test_the_trees_fitted_beside_the_network_are_scikit_learns(data, params, capsys):
-    """The thread's two fits equal scikit-learn's own fits on the same rows (with and without the shipped
-    column, at tree_leaves leaves), whatever the thread count; the network's weights go in unchanged."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+def test_the_trees_fitted_beside_the_network_are_lightgbms(data, params, capsys):
+    """The thread's two fits equal LightGBM's own fits on the same rows (with and without the shipped
+    column, at tree_leaves leaves), whatever the thread count and wherever it changes; the network's
+    weights go in unchanged."""
+    import lightgbm as lgb
 
     _, own = tiny(params, "simseq", tree_iters=15, tree_leaves=5, tree_context=1)
     cfg, tr = _tree_set(data, own)
     net = SimSeqNet(cfg)
     before = torch.get_num_threads()
-    torch.set_num_threads(2)  # the fit takes the process's threads
+    torch.set_num_threads(2)  # the fit takes the process's threads, one less beside a network on the CPU
     try:
         model, out_cfg = simseq._TreeFit(cfg, tr, own, seed=3).result(net)
+        beside = simseq._TreeFit(cfg, tr, own, seed=3, beside_cpu_network=True)
+        beside.all_threads()  # from 1 thread to 2 at whatever round the fit has reached
+        switched, _ = beside.result(net)
         torch.set_num_threads(1)
         one, _ = simseq._TreeFit(cfg, tr, own, seed=3).result(net)
     finally:
         torch.set_num_threads(before)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("fitting 15 boosted trees on 347 training transitions beside the network (2 threads)")
-    assert lines[1].endswith("(1 thread)")
+    assert lines[1].endswith("beside the network (1 thread, 2 after the epochs)")
+    assert lines[2].endswith("(1 thread)")
     x = torch.cat([tree_inputs(xm, out_cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).numpy()
     y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).numpy() > 0.5
     assert x.shape[1] == 3 * n_base(cfg) + 1 and not np.isnan(x[:, -1]).any()
     for ens, cols in ((model.trees, x), (model.bare, x[:, :-1])):
-        clf = HistGradientBoostingClassifier(max_iter=15, learning_rate=own.tree_lr, max_leaf_nodes=5,
-                                             early_stopping=False, random_state=3).fit(cols, y)
+        booster = lgb.train({"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "seed": 3,
+                             "num_threads": 1, "verbose": -1}, lgb.Dataset(cols, label=y.astype(float)), 15)
         assert ens.feature.shape[0] == 15
-        np.testing.assert_array_equal(ens(torch.from_numpy(cols)).numpy(), clf.decision_function(cols))
+        np.testing.assert_array_equal(ens(torch.from_numpy(cols)).numpy(), booster.predict(cols, raw_score=True))
+    assert not torch.equal(model.trees.value, model.bare.value)  # the shipped column is used
     assert out_cfg["trees"] == {"context": 1, "shape": list(model.trees.feature.shape),
                                 "bare_shape": list(model.bare.feature.shape)}
     for k, v in net.state_dict().items():
         assert torch.equal(model.net.state_dict()[k], v)
-    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), model.state_dict().values()))
+    for other in (one, switched):
+        assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
 
 
 def test_a_failed_tree_fit_reaches_the_training_thread(data, params, monkeypatch):
@@ -368,7 +375,23 @@ def test_a_failed_tree_fit_reaches_the_training_thread(data, params, monkeypatch
     def broken(self, *a, **k):
         raise MemoryError("no room for the histograms")
 
-    monkeypatch.setattr(simseq.HistGradientBoostingClassifier, "fit", broken)
+    monkeypatch.setattr(simseq.lgb, "train", broken)
     fit = simseq._TreeFit(cfg, tr, own, seed=0)
     with pytest.raises(MemoryError, match="no room for the histograms"):
         fit.result(SimSeqNet(cfg))
+
+
+def test_the_averaged_models_validation_logits_are_its_forward_movie_by_movie(data, params):
+    """Validation reads the averaged model's network on padded batches of movies and adds the trees
+    per movie: the logits of SimSeqTrees.forward on each movie alone, to float rounding."""
+    _, own = tiny(params, "simseq", tree_iters=10, tree_leaves=5, tree_context=1)
+    cfg, tr = _tree_set(data, own)
+    torch.manual_seed(0)
+    model, _ = simseq._TreeFit(cfg, tr, own, seed=0).result(SimSeqNet(cfg))
+    lengths = sorted({len(x) for x in tr.x})
+    assert len(lengths) > 1  # precondition: movies of different lengths share a padded batch
+    got = simseq._logits(model, tr)
+    with torch.no_grad():
+        for g, x in zip(got, tr.x):
+            torch.testing.assert_close(g, model(x[None])[0], rtol=0, atol=1e-5)
+            assert not torch.allclose(g, model.net(x[None])[0], atol=1e-3)  # the trees count

@@ -111,3 +111,56 @@ def test_tensor_trees_survive_a_weights_only_checkpoint():
     np.testing.assert_allclose(again(torch.from_numpy(x)).numpy(), clf.decision_function(x), atol=1e-10)
     assert set(export_trees(clf)) == {"feature", "threshold", "missing_left", "left", "right", "leaf", "value",
                                       "baseline", "depth"}
+
+
+def boosted(seed: int = 0, n: int = 3000, rounds: int = 40, **params):
+    """A LightGBM binary booster on 6 columns: column 3 has missing values in training, the others none."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] + np.nan_to_num(x[:, 3]) + 0.5 * rng.standard_normal(n)) > 0.3
+    x[rng.random(n) < 0.2, 3] = np.nan
+    return x, lgb.train({"objective": "binary", "num_leaves": 9, "num_threads": 1, "verbose": -1, **params},
+                        lgb.Dataset(x, label=y.astype(float)), rounds)
+
+
+def test_lightgbm_trees_give_lightgbms_raw_scores_bit_for_bit():
+    """NaN where training had missing values (the split's default side) and where it had none
+    (LightGBM reads it as 0), values exactly on thresholds: the same doubles as ``predict(raw_score=True)``."""
+    x, booster = boosted()
+    ens = TreeEnsemble.from_booster(booster)
+    rng = np.random.default_rng(1)
+    new = rng.standard_normal((800, 6)) * 2
+    new[rng.random(new.shape) < 0.2] = np.nan
+    root = booster.dump_model()["tree_info"][0]["tree_structure"]
+    new[:3, root["split_feature"]] = root["threshold"]  # exactly on the root's threshold: goes left
+    for data in (x, new, np.zeros((4, 6))):
+        np.testing.assert_array_equal(ens(torch.from_numpy(data)).numpy(), booster.predict(data, raw_score=True))
+    assert ens.feature.shape[0] == 40 and float(ens.baseline) == 0.0
+    assert ens.missing_left[~ens.leaf].any() and (~ens.missing_left[~ens.leaf]).any()
+    buf = io.BytesIO()  # and from a weights-only checkpoint
+    torch.save(ens.state_dict(), buf)
+    buf.seek(0)
+    back = TreeEnsemble(*ens.feature.shape)
+    back.load_state_dict(torch.load(buf, weights_only=True))
+    np.testing.assert_array_equal(back(torch.from_numpy(new)).numpy(), booster.predict(new, raw_score=True))
+
+
+def test_lightgbm_trees_that_never_split_are_their_leaf():
+    """A round that finds no split (min_child_samples larger than the data) is one leaf: the score
+    is the sum of those leaves."""
+    x, booster = boosted(n=30, rounds=3, min_child_samples=40)
+    ens = TreeEnsemble.from_booster(booster)
+    assert ens.leaf.all() and int(ens.depth) == 0
+    np.testing.assert_array_equal(ens(torch.from_numpy(x)).numpy(), booster.predict(x, raw_score=True))
+
+
+def test_a_lightgbm_model_that_is_not_binary_is_refused():
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    booster = lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1},
+                        lgb.Dataset(rng.standard_normal((200, 3)), label=rng.standard_normal(200)), 2)
+    with pytest.raises(ValueError, match="expected a binary LightGBM model, found objective 'regression'"):
+        TreeEnsemble.from_booster(booster)

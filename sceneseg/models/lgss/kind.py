@@ -70,7 +70,7 @@ def _train(data: TrainData, p: LGSSParams, common, device: torch.device, on_epoc
                           input_scale=input_scales(banks["train"]) if p.scale_inputs else None)
     recipe = Recipe(lr=common.lr if common.lr is not None else p.lr, weight_decay=p.weight_decay,
                     lr_decay_epochs=tuple(p.lr_decay_epochs), lr_decay_gamma=p.lr_decay_gamma,
-                    class_weights=tuple(p.class_weights), epochs=common.epochs, batch_size=common.batch_size or p.batch_size,
+                    class_weights=tuple(p.class_weights), epochs=common.epochs or p.epochs, batch_size=common.batch_size or p.batch_size,
                     eval_batch_size=p.eval_batch_size, select_epoch=p.select_epoch, seed=common.seed)
 
     model, hist = fit(net_cfg, recipe, (banks["train"], wins["train"]), (banks["val"], wins["val"]),

@@ -27,6 +27,7 @@ class LGSSParams:
     batch_size: int = 8  # windows per training step (the seed's), used when train.batch_size is null
     shot_num: int = 4  # shots each transition sees: 2 before, 2 after (was featurize.shot_num)
     eval_batch_size: int = 256  # windows per inference batch (was train.eval_batch_size)
+    epochs: int = 30  # used when train.epochs is null
 
 
 def validate(p: LGSSParams, section: str = "lgss") -> None:
@@ -40,6 +41,7 @@ def validate(p: LGSSParams, section: str = "lgss") -> None:
     check_range(f"{section}.lr", p.lr, 0, 10, lo_open=True)
     check_range(f"{section}.batch_size", p.batch_size, 1, 1_000_000)
     check_range(f"{section}.eval_batch_size", p.eval_batch_size, 1, 1_000_000)
+    check_range(f"{section}.epochs", p.epochs, 1, 1_000_000)
     check_range(f"{section}.weight_decay", p.weight_decay, 0, 1)
     check_range(f"{section}.lr_decay_gamma", p.lr_decay_gamma, 0, 1, lo_open=True)
     check_class_weights(f"{section}.class_weights", p.class_weights)

@@ -29,13 +29,14 @@ class SimSeqParams:
     class_weights: list[float]
     patience: int  # stop after this many epochs without a better validation AP; 0 = never
     match_widths: list[int] = field(default_factory=list)  # k of the mean best match across the cut
-    tree_iters: int = 300  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
+    tree_iters: int = 250  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
     tree_lr: float = 0.1
-    tree_leaves: int = 31  # leaves per tree (scikit-learn's max_leaf_nodes)
+    tree_leaves: int = 31  # leaves per tree (LightGBM's num_leaves)
     tree_context: int = 2  # the trees read the features of this many neighbouring transitions on each side
     temporal: str = "gru"  # gru (bidirectional GRU) | lstm (the same with LSTMs) | conv (residual dilated convolutions, parallel over time)
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # of the conv layers
     batch_size: int = 64  # crops per training step, used when train.batch_size is null
+    epochs: int = 20  # used when train.epochs is null
 
 
 def validate(p: SimSeqParams, section: str = "simseq") -> None:
@@ -57,6 +58,7 @@ def validate(p: SimSeqParams, section: str = "simseq") -> None:
     check_range(f"{section}.crop_len", p.crop_len, 2, 1_000_000)
     check_range(f"{section}.lr", p.lr, 0, 10, lo_open=True)
     check_range(f"{section}.batch_size", p.batch_size, 1, 1_000_000)
+    check_range(f"{section}.epochs", p.epochs, 1, 1_000_000)
     check_range(f"{section}.weight_decay", p.weight_decay, 0, 10)
     check_range(f"{section}.warmup_epochs", p.warmup_epochs, 0, 10_000)
     check_class_weights(f"{section}.class_weights", p.class_weights)

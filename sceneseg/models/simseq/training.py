@@ -8,11 +8,12 @@ import copy
 import math
 import threading
 import time
+import warnings
 
+import lightgbm as lgb
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
@@ -76,10 +77,11 @@ def _logits(net: SimSeqNet | SimSeqTrees, s: _Set, batch_transitions: int = 1 <<
 
     The network alone reads movies of similar length together, zero-padded to the longest and packed
     (the padding reaches no layer: the same logits as one movie at a time, to float rounding, and
-    many times fewer sequential GRU steps); the averaged model reads one movie at a time."""
+    many times fewer sequential GRU steps); the averaged model adds its trees' logits movie by movie
+    (:meth:`SimSeqTrees.forward` on one movie, to float rounding)."""
     net.eval()
-    if not isinstance(net, SimSeqNet):
-        return [net(x[None])[0] for x in s.x]
+    if not isinstance(net, SimSeqNet):  # the averaged model: its network's batched logits, its trees per movie
+        return [0.5 * (g + net.tree_logits(x).to(g.dtype)) for g, x in zip(_logits(net.net, s, batch_transitions), s.x)]
     out: list[Tensor | None] = [None] * len(s.x)
     order = sorted(range(len(s.x)), key=lambda i: -len(s.x[i]))  # longest first: little padding per batch
     while order:
@@ -109,43 +111,75 @@ def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, 
     return total / max(norm, 1e-12), ap, gt, prob
 
 
+def tree_params(p: SimSeqParams, seed: int) -> dict:
+    """LightGBM's settings for simseq's trees (thread count aside): binary log-loss, ``simseq.tree_lr``
+    and ``simseq.tree_leaves``, at least 20 transitions per leaf; each feature's histogram built on
+    one thread (``force_col_wise``), so the trees do not depend on the thread count."""
+    return {"objective": "binary", "learning_rate": p.tree_lr, "num_leaves": p.tree_leaves, "min_child_samples": 20,
+            "seed": seed, "deterministic": True, "force_col_wise": True, "verbose": -1}
+
+
 class _TreeFit:
-    """The boosted trees, fitted on the training transitions in a thread beside the network's epochs.
+    """The boosted trees (LightGBM), fitted on the training transitions in a thread beside the network's epochs.
 
     The trees read only the features, never the network, so they need not wait for it, and
-    scikit-learn's OpenMP loops release the GIL. Two fits, one after the other: without the shipped
-    input (``bare``) and with it (when every training movie has it). They take the process's
-    threads (``train.num_threads``, ``SCENESEG_JOBS``); :func:`train` runs a network on the CPU on one
-    torch thread meanwhile: its small per-time-step products gain nothing from a second one, and an
-    idle torch pool spinning beside the fit's slowed both (real size: 10.4 s per epoch and 261 s of
-    fits, against 6.6 s and 142 s alone). :meth:`result` waits and re-raises the fit's error."""
+    LightGBM's boosting rounds run outside the GIL. Two fits, one after the other: without the
+    shipped input (``bare``) and with it (when every training movie has it). While a network trains
+    on the CPU (on one torch thread: its small per-time-step products gain nothing from a second)
+    the fit takes the process's other threads (at least one); :meth:`all_threads` gives it all of
+    them once the epochs are done. The trees do not depend on that: LightGBM builds each feature's
+    histogram on one thread (``force_col_wise``), so any thread count, changed at any round, fits the
+    same trees (tested). :meth:`result` waits and re-raises the fit's error."""
 
-    def __init__(self, cfg: dict, tr: _Set, p: SimSeqParams, seed: int) -> None:
+    def __init__(self, cfg: dict, tr: _Set, p: SimSeqParams, seed: int, beside_cpu_network: bool = False) -> None:
         self.cfg = {**cfg, "trees": {"context": int(p.tree_context)}}
         with torch.no_grad():
             x = torch.cat([tree_inputs(xm, self.cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).cpu().numpy()
         y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).cpu().numpy() > 0.5
         self.seconds, self._out, self._error = 0.0, None, None
-        threads = torch.get_num_threads()
+        self.threads = torch.get_num_threads()  # the process's
+        self.wanted = max(1, self.threads - 1) if beside_cpu_network else self.threads
         print(f"train: fitting {p.tree_iters} boosted trees on {len(y)} training transitions beside the network "
-              f"({threads} thread{'s' * (threads > 1)})", flush=True)
-        self._thread = threading.Thread(target=self._run, args=(x, y, p, seed, threads), daemon=True)
+              f"({self.wanted} thread{'s' * (self.wanted > 1)}"
+              f"{f', {self.threads} after the epochs' if self.wanted < self.threads else ''})", flush=True)
+        self._thread = threading.Thread(target=self._run, args=(x, y, p, seed), daemon=True)
         self._thread.start()
 
-    def _run(self, x: np.ndarray, y: np.ndarray, p: SimSeqParams, seed: int, threads: int) -> None:
-        from threadpoolctl import threadpool_limits
+    def all_threads(self) -> None:
+        """The network is done: the rounds left take all the process's threads."""
+        self.wanted = self.threads
 
+    def _run(self, x: np.ndarray, y: np.ndarray, p: SimSeqParams, seed: int) -> None:
         t0 = time.perf_counter()
         try:
-            with threadpool_limits(threads):  # OpenMP's thread count is per calling thread: set it in this one
-                def fit(cols: np.ndarray) -> TreeEnsemble:
-                    clf = HistGradientBoostingClassifier(max_iter=p.tree_iters, learning_rate=p.tree_lr,
-                                                         max_leaf_nodes=p.tree_leaves, early_stopping=False,
-                                                         random_state=seed)
-                    return TreeEnsemble.from_classifier(clf.fit(cols, y))
+            params = tree_params(p, seed)
+            label = y.astype(np.float64)
 
-                bare = fit(x[:, :-1])
-                self._out = (fit(x) if not np.isnan(x[:, -1]).any() else bare, bare)  # no shipped input: bare
+            def dataset(cols: np.ndarray) -> lgb.Dataset:
+                return lgb.Dataset(cols, label=label, params={**params, "num_threads": self.wanted}, free_raw_data=False)
+
+            def fit(data: lgb.Dataset) -> TreeEnsemble:
+                using = [self.wanted]
+
+                def threads(env) -> None:  # before each round: all threads once the epochs are done
+                    if self.wanted != using[0]:
+                        using[0] = self.wanted
+                        env.model.reset_parameter({"num_threads": using[0]})
+
+                threads.before_iteration = True
+                booster = lgb.train({**params, "num_threads": using[0]}, data, num_boost_round=p.tree_iters,
+                                    callbacks=[threads])
+                return TreeEnsemble.from_booster(booster)
+
+            data = dataset(x[:, :-1])
+            bare = fit(data)
+            trees = bare  # no shipped input: bare
+            if not np.isnan(x[:, -1]).any():  # the same binned columns and the shipped one: binned once, not twice
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Resetting categorical features")  # there are none
+                    data.add_features_from(dataset(x[:, -1:]).construct())
+                trees = fit(data)
+            self._out = (trees, bare)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread by result()
             self._error = e
         self.seconds = time.perf_counter() - t0
@@ -208,10 +242,11 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
         net.mean[-2], net.std[-2] = seen[has, -2].mean(), seen[has, -2].std().clamp_min(1e-3)
     lr = common.lr if common.lr is not None else p.lr
     batch_size = common.batch_size or p.batch_size
+    epochs = common.epochs or p.epochs
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=p.weight_decay)
     rng = np.random.default_rng(common.seed)
     n_batches = math.ceil(len(_crops(tr.n_trans, p.crop_len, np.random.default_rng(0))) / batch_size)
-    total_steps, warm = common.epochs * n_batches, p.warmup_epochs * n_batches
+    total_steps, warm = epochs * n_batches, p.warmup_epochs * n_batches
 
     def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 0
         if step < warm:
@@ -220,16 +255,18 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     objects, generators = {"net": net, "optimizer": opt, "schedule": sched}, {"crops": rng}
-    log, start, spent = resume_or_start(resume, objects, generators, common.epochs, dist, on_epoch)
+    log, start, spent = resume_or_start(resume, objects, generators, epochs, dist, on_epoch)
     t0 -= spent
-    bar = progress_bar(total=common.epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
+    bar = progress_bar(total=epochs, initial=start, desc="train simseq", unit="epoch", disable=not progress)
     # rank 0 fits the trees beside the epochs (the other ranks return no model)
-    tree_fit = _TreeFit(cfg, tr, p, common.seed) if p.tree_iters and (dist is None or dist.rank == 0) else None
+    on_cpu = device.type == "cpu"
+    tree_fit = (_TreeFit(cfg, tr, p, common.seed, beside_cpu_network=on_cpu)
+                if p.tree_iters and (dist is None or dist.rank == 0) else None)
     threads = torch.get_num_threads()
-    if tree_fit is not None and device.type == "cpu":  # the network on one torch thread beside the fit (_TreeFit)
+    if tree_fit is not None and on_cpu:  # the network on one torch thread beside the fit (_TreeFit)
         torch.set_num_threads(1)
     t_epochs, ran = time.perf_counter(), 0  # epochs trained by this call (after a resume: those left)
-    for epoch in range(start, common.epochs):
+    for epoch in range(start, epochs):
         ran += 1
         net.train()
         crops = _crops(tr.n_trans, p.crop_len, rng)
@@ -278,12 +315,14 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
         stop = log.stale(p.patience)
         if resume:  # every rank: each one's generators are saved
             resume.save(epoch + 1, objects, generators, log.state(time.perf_counter() - t0),
-                        last=stop or epoch + 1 == common.epochs, dist=dist)
+                        last=stop or epoch + 1 == epochs, dist=dist)
         if stop:
             bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
             break
     bar.close()
     torch.set_num_threads(threads)
+    if tree_fit is not None:
+        tree_fit.all_threads()
     if dist is not None and dist.rank != 0:
         return None
     if ran:

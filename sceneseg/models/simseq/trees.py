@@ -1,12 +1,15 @@
-"""Gradient-boosted trees that live in a checkpoint: scikit-learn fits them, torch tensors keep them, numpy runs them.
+"""Gradient-boosted trees that live in a checkpoint: LightGBM (or scikit-learn) fits them, torch
+tensors keep them, numpy runs them.
 
-A fitted ``HistGradientBoostingClassifier`` (binary, numeric features) is a sum of regression
-trees. :func:`export_trees` copies its trees into plain tensors (per tree and node: feature,
+A binary boosted model on numeric features is a sum of regression trees. :func:`export_booster`
+(a LightGBM ``Booster``, what simseq fits) and :func:`export_trees` (a scikit-learn
+``HistGradientBoostingClassifier``) copy its trees into plain tensors (per tree and node: feature,
 threshold, where a missing value goes, children, leaf value), so a checkpoint holding them still
-loads with ``torch.load(weights_only=True)``: no pickled estimator, no code. :class:`TreeEnsemble`
-evaluates them with scikit-learn's rule (a missing (NaN) value goes where the split learned it
-should, otherwise ``x <= threshold`` goes left) and sums them as scikit-learn does (the baseline,
-then tree 0, 1, ... in float64), so its scores equal ``decision_function``'s bit for bit.
+loads with ``torch.load(weights_only=True)``: no pickled estimator, no code, and neither library
+is needed to predict. :class:`TreeEnsemble` evaluates them with both libraries' rule (a missing
+(NaN) value goes where the split says, otherwise ``x <= threshold`` goes left) and sums them as
+both do (the baseline, then tree 0, 1, ... in float64), so its scores equal LightGBM's
+``predict(raw_score=True)`` and scikit-learn's ``decision_function`` bit for bit.
 
 Evaluation (:func:`leaf_nodes`) walks every (row, tree) pair one level per step in numpy, on the
 CPU: pairs that reached a leaf are dropped from the step once they are half of those walked (about
@@ -25,6 +28,17 @@ from torch import Tensor, nn
 FIELDS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value")
 
 
+def _blank(n_trees: int, n_nodes: int) -> dict[str, Tensor]:
+    """Per-node tensors [trees, nodes] of :data:`FIELDS`, every node a leaf of value 0 (the padding)."""
+    return {"feature": torch.zeros(n_trees, n_nodes, dtype=torch.long),
+            "threshold": torch.zeros(n_trees, n_nodes, dtype=torch.float64),
+            "missing_left": torch.zeros(n_trees, n_nodes, dtype=torch.bool),
+            "left": torch.zeros(n_trees, n_nodes, dtype=torch.long),
+            "right": torch.zeros(n_trees, n_nodes, dtype=torch.long),
+            "leaf": torch.ones(n_trees, n_nodes, dtype=torch.bool),
+            "value": torch.zeros(n_trees, n_nodes, dtype=torch.float64)}
+
+
 def export_trees(clf: HistGradientBoostingClassifier) -> dict[str, Tensor]:
     """The trees of a fitted binary classifier as tensors [trees, nodes] (padded with leaves), plus
     ``baseline`` (the raw score before any tree) and ``depth`` (the deepest leaf)."""
@@ -32,15 +46,7 @@ def export_trees(clf: HistGradientBoostingClassifier) -> dict[str, Tensor]:
     if any(t["is_categorical"].any() for t in trees):
         raise ValueError("export_trees: categorical splits are not supported")
     n_nodes = max(len(t) for t in trees)
-    out = {
-        "feature": torch.zeros(len(trees), n_nodes, dtype=torch.long),
-        "threshold": torch.zeros(len(trees), n_nodes, dtype=torch.float64),
-        "missing_left": torch.zeros(len(trees), n_nodes, dtype=torch.bool),
-        "left": torch.zeros(len(trees), n_nodes, dtype=torch.long),
-        "right": torch.zeros(len(trees), n_nodes, dtype=torch.long),
-        "leaf": torch.ones(len(trees), n_nodes, dtype=torch.bool),
-        "value": torch.zeros(len(trees), n_nodes, dtype=torch.float64),
-    }
+    out = _blank(len(trees), n_nodes)
     for i, t in enumerate(trees):
         n = len(t)
         out["feature"][i, :n] = torch.from_numpy(t["feature_idx"].astype(np.int64))
@@ -53,6 +59,59 @@ def export_trees(clf: HistGradientBoostingClassifier) -> dict[str, Tensor]:
     out["baseline"] = torch.tensor(float(np.ravel(clf._baseline_prediction)[0]), dtype=torch.float64)
     out["depth"] = torch.tensor(int(max(t["depth"].max() for t in trees)), dtype=torch.long)
     return out
+
+
+def export_booster(booster) -> dict[str, Tensor]:
+    """The trees of a LightGBM binary ``Booster`` as :func:`export_trees` gives scikit-learn's.
+
+    Read from ``dump_model()`` (thresholds and leaf values printed to 17 digits: the same doubles).
+    LightGBM folds its starting score into the first tree, so ``baseline`` is 0. Where a split sends
+    NaN: its ``default_left`` when the feature had missing values in training (``missing_type``
+    ``NaN``); otherwise LightGBM reads NaN as 0, i.e. left when ``0 <= threshold``."""
+    doc = booster.dump_model()
+    if doc.get("num_tree_per_iteration", 1) != 1 or doc.get("objective", "").split(" ")[0] != "binary":
+        raise ValueError(f"export_booster: expected a binary LightGBM model, found objective {doc.get('objective')!r} "
+                         f"with {doc.get('num_tree_per_iteration')} trees per iteration")
+    trees = [_flat_lightgbm(t["tree_structure"]) for t in doc["tree_info"]]
+    n_nodes = max(len(t) for t in trees)
+    out = _blank(len(trees), n_nodes)
+    depth = 0
+    for i, nodes in enumerate(trees):
+        for n, (feature, threshold, missing_left, left, right, value, d) in enumerate(nodes):
+            if left >= 0:
+                out["feature"][i, n], out["threshold"][i, n] = feature, threshold
+                out["missing_left"][i, n], out["leaf"][i, n] = missing_left, False
+                out["left"][i, n], out["right"][i, n] = left, right
+            out["value"][i, n] = value
+            depth = max(depth, d)
+    out["baseline"] = torch.zeros((), dtype=torch.float64)
+    out["depth"] = torch.tensor(depth, dtype=torch.long)
+    return out
+
+
+def _flat_lightgbm(root: dict) -> list[tuple[int, float, bool, int, int, float, int]]:
+    """One tree of ``dump_model()`` -> nodes (feature, threshold, NaN goes left, left, right, leaf
+    value, depth), the root first; a leaf's children are -1."""
+    nodes: list = []
+    todo = [(root, -1, 0, 0)]  # (node, parent index, which child of it (0 left, 1 right), depth)
+    while todo:
+        node, parent, side, depth = todo.pop()
+        index = len(nodes)
+        if parent >= 0:
+            entry = list(nodes[parent])
+            entry[3 + side] = index
+            nodes[parent] = tuple(entry)
+        if "leaf_value" in node:
+            nodes.append((0, 0.0, False, -1, -1, float(node["leaf_value"]), depth))
+            continue
+        if node["decision_type"] != "<=" or node["missing_type"] not in ("None", "NaN"):
+            raise ValueError(f"export_booster: only numeric '<=' splits with NaN or no missing values are supported, "
+                             f"found {node['decision_type']!r} with missing type {node['missing_type']!r}")
+        threshold = float(node["threshold"])
+        nan_left = bool(node["default_left"]) if node["missing_type"] == "NaN" else 0.0 <= threshold
+        nodes.append((int(node["split_feature"]), threshold, nan_left, -1, -1, 0.0, depth))
+        todo += [(node["right_child"], index, 1, depth + 1), (node["left_child"], index, 0, depth + 1)]
+    return nodes
 
 
 class TreeEnsemble(nn.Module):
@@ -73,6 +132,13 @@ class TreeEnsemble(nn.Module):
     @classmethod
     def from_classifier(cls, clf: HistGradientBoostingClassifier) -> TreeEnsemble:
         tensors = export_trees(clf)
+        ens = cls(*tensors["feature"].shape)
+        ens.load_state_dict(tensors)
+        return ens
+
+    @classmethod
+    def from_booster(cls, booster) -> TreeEnsemble:
+        tensors = export_booster(booster)
         ens = cls(*tensors["feature"].shape)
         ens.load_state_dict(tensors)
         return ens
