@@ -164,3 +164,20 @@ def test_a_lightgbm_model_that_is_not_binary_is_refused():
                         lgb.Dataset(rng.standard_normal((200, 3)), label=rng.standard_normal(200)), 2)
     with pytest.raises(ValueError, match="expected a binary LightGBM model, found objective 'regression'"):
         TreeEnsemble.from_booster(booster)
+
+
+def test_lightgbm_splits_that_read_zero_as_missing_are_refused():
+    """TreeEnsemble cannot send 0 where NaN goes: a booster fitted with zero_as_missing is refused, by name."""
+    x, booster = boosted(zero_as_missing=True)
+    kinds = {n.get("missing_type") for t in booster.dump_model()["tree_info"] for n in _nodes(t["tree_structure"])}
+    assert "Zero" in kinds  # precondition: the booster has such splits
+    with pytest.raises(ValueError, match="only numeric '<=' splits with NaN or no missing values are supported, "
+                                         "found '<=' with missing type 'Zero'"):
+        TreeEnsemble.from_booster(booster)
+
+
+def _nodes(node: dict):
+    yield node
+    for side in ("left_child", "right_child"):
+        if side in node:
+            yield from _nodes(node[side])
