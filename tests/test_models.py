@@ -271,6 +271,20 @@ def test_simseq_divergence_is_one_sentence(data, params):
     assert "learning rate 1e+30 is likely too high" in str(e.value)
 
 
+
+def test_a_diverged_simseq_run_gives_the_torch_threads_back(data, params):
+    """Beside the tree fit the network runs on one torch thread; a run that raises restores the count."""
+    common, own = tiny(params, "simseq", epochs=3, tree_iters=5)
+    common = dataclasses.replace(common, lr=1e30)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="^training diverged in epoch 1"):
+            get_model("simseq").train(data, own, common, CPU, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
 def test_predict_can_ignore_a_shipped_prediction_present_in_the_input(data, params, tmp_path):
     common, own = tiny(params, "simseq", epochs=2, tree_iters=20)
     trained = get_model("simseq").train(data, own, common, CPU, progress=False)

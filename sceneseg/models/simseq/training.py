@@ -266,63 +266,65 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
     if tree_fit is not None and on_cpu:  # the network on one torch thread beside the fit (_TreeFit)
         torch.set_num_threads(1)
     t_epochs, ran = time.perf_counter(), 0  # epochs trained by this call (after a resume: those left)
-    for epoch in range(start, epochs):
-        ran += 1
-        net.train()
-        crops = _crops(tr.n_trans, p.crop_len, rng)
-        order = rng.permutation(len(crops))
-        total, norm = 0.0, 0.0
-        for lo in range(0, len(order), batch_size):
-            batch = [crops[j] for j in order[lo:lo + batch_size]]
-            length = max(b - a for _, a, b in batch)  # of the whole batch, on every rank
-            rows = np.arange(len(batch)) if dist is None else dist.shard(np.arange(len(batch)))
-            x = torch.zeros(len(rows), length, tr.x[0].shape[1], device=device)  # [B, L, F]
-            y = torch.zeros(len(rows), length, device=device)
-            mask = torch.zeros(len(rows), length, device=device)
-            lengths = torch.tensor([batch[j][2] - batch[j][1] for j in rows], dtype=torch.long, device=device)
-            for r, j in enumerate(rows):
-                i, a, b = batch[j]
-                x[r, : b - a], y[r, : b - a], mask[r, : b - a] = tr.x[i][a:b], tr.y[i][a:b], tr.mask[i][a:b]
-            drop = torch.from_numpy((rng.random(len(batch)) < p.shipped_dropout)[rows]).to(device)
-            x[drop, :, -2:] = 0.0  # no shipped prediction for these crops
-            if dist is None:
-                s, w = _weighted_bce(net(x, lengths), y, mask, cw)
-                loss = s / w.clamp_min(1e-12)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                s, w = s.item(), w.item()
-            else:
-                s, w = sharded_backward(lambda: _weighted_bce(net(x, lengths), y, mask, cw), len(x) > 0, opt,
-                                        net.parameters(), dist)
-            opt.step()
-            sched.step()
-            total, norm = total + s, norm + w
-        tl = total / max(norm, 1e-12)
-        try:
-            if not math.isfinite(tl):
-                raise ValueError(f"the training loss is {tl}")
-            vl, ap, _, _ = _loss_and_ap(net, va, cw)
-        except ValueError as e:  # NaN / inf: one sentence instead of scikit-learn's "Input contains NaN"
-            raise ValueError(f"training diverged in epoch {epoch + 1}: {e} (learning rate {lr} is likely too high: "
-                             f"try a smaller train.lr or simseq.lr)") from None
-        done = log.add(tl, vl, ap)
-        if log.best_state is None or ap > max(log.val_ap[:-1]):
-            log.keep(net)
-        bar.update(1)
-        bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", val_ap=f"{ap:.3f}")
-        if on_epoch:
-            on_epoch(epoch + 1, done)
-        stop = log.stale(p.patience)
-        if resume:  # every rank: each one's generators are saved
-            resume.save(epoch + 1, objects, generators, log.state(time.perf_counter() - t0),
-                        last=stop or epoch + 1 == epochs, dist=dist)
-        if stop:
-            bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
-            break
-    bar.close()
-    torch.set_num_threads(threads)
-    if tree_fit is not None:
-        tree_fit.all_threads()
+    try:  # the threads come back however the epochs end (a diverged run raises)
+        for epoch in range(start, epochs):
+            ran += 1
+            net.train()
+            crops = _crops(tr.n_trans, p.crop_len, rng)
+            order = rng.permutation(len(crops))
+            total, norm = 0.0, 0.0
+            for lo in range(0, len(order), batch_size):
+                batch = [crops[j] for j in order[lo:lo + batch_size]]
+                length = max(b - a for _, a, b in batch)  # of the whole batch, on every rank
+                rows = np.arange(len(batch)) if dist is None else dist.shard(np.arange(len(batch)))
+                x = torch.zeros(len(rows), length, tr.x[0].shape[1], device=device)  # [B, L, F]
+                y = torch.zeros(len(rows), length, device=device)
+                mask = torch.zeros(len(rows), length, device=device)
+                lengths = torch.tensor([batch[j][2] - batch[j][1] for j in rows], dtype=torch.long, device=device)
+                for r, j in enumerate(rows):
+                    i, a, b = batch[j]
+                    x[r, : b - a], y[r, : b - a], mask[r, : b - a] = tr.x[i][a:b], tr.y[i][a:b], tr.mask[i][a:b]
+                drop = torch.from_numpy((rng.random(len(batch)) < p.shipped_dropout)[rows]).to(device)
+                x[drop, :, -2:] = 0.0  # no shipped prediction for these crops
+                if dist is None:
+                    s, w = _weighted_bce(net(x, lengths), y, mask, cw)
+                    loss = s / w.clamp_min(1e-12)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    s, w = s.item(), w.item()
+                else:
+                    s, w = sharded_backward(lambda: _weighted_bce(net(x, lengths), y, mask, cw), len(x) > 0, opt,
+                                            net.parameters(), dist)
+                opt.step()
+                sched.step()
+                total, norm = total + s, norm + w
+            tl = total / max(norm, 1e-12)
+            try:
+                if not math.isfinite(tl):
+                    raise ValueError(f"the training loss is {tl}")
+                vl, ap, _, _ = _loss_and_ap(net, va, cw)
+            except ValueError as e:  # NaN / inf: one sentence instead of scikit-learn's "Input contains NaN"
+                raise ValueError(f"training diverged in epoch {epoch + 1}: {e} (learning rate {lr} is likely too high: "
+                                 f"try a smaller train.lr or simseq.lr)") from None
+            done = log.add(tl, vl, ap)
+            if log.best_state is None or ap > max(log.val_ap[:-1]):
+                log.keep(net)
+            bar.update(1)
+            bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", val_ap=f"{ap:.3f}")
+            if on_epoch:
+                on_epoch(epoch + 1, done)
+            stop = log.stale(p.patience)
+            if resume:  # every rank: each one's generators are saved
+                resume.save(epoch + 1, objects, generators, log.state(time.perf_counter() - t0),
+                            last=stop or epoch + 1 == epochs, dist=dist)
+            if stop:
+                bar.write(f"train: no better validation AP for {p.patience} epochs: stopping after epoch {epoch + 1}")
+                break
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+        if tree_fit is not None:
+            tree_fit.all_threads()
     if dist is not None and dist.rank != 0:
         return None
     if ran:

@@ -73,44 +73,38 @@ def export_booster(booster) -> dict[str, Tensor]:
         raise ValueError(f"export_booster: expected a binary LightGBM model, found objective {doc.get('objective')!r} "
                          f"with {doc.get('num_tree_per_iteration')} trees per iteration")
     trees = [_flat_lightgbm(t["tree_structure"]) for t in doc["tree_info"]]
-    n_nodes = max(len(t) for t in trees)
-    out = _blank(len(trees), n_nodes)
-    depth = 0
+    out = _blank(len(trees), max(len(t) for t in trees))
+    a = {k: v.numpy() for k, v in out.items()}  # numpy views of the tensors: cheap element writes
     for i, nodes in enumerate(trees):
-        for n, (feature, threshold, missing_left, left, right, value, d) in enumerate(nodes):
+        for n, (feature, threshold, missing_left, left, right, value, _) in enumerate(nodes):
             if left >= 0:
-                out["feature"][i, n], out["threshold"][i, n] = feature, threshold
-                out["missing_left"][i, n], out["leaf"][i, n] = missing_left, False
-                out["left"][i, n], out["right"][i, n] = left, right
-            out["value"][i, n] = value
-            depth = max(depth, d)
+                a["feature"][i, n], a["threshold"][i, n], a["missing_left"][i, n] = feature, threshold, missing_left
+                a["leaf"][i, n], a["left"][i, n], a["right"][i, n] = False, left, right
+            a["value"][i, n] = value
     out["baseline"] = torch.zeros((), dtype=torch.float64)
-    out["depth"] = torch.tensor(depth, dtype=torch.long)
+    out["depth"] = torch.tensor(max(node[6] for nodes in trees for node in nodes), dtype=torch.long)
     return out
 
 
-def _flat_lightgbm(root: dict) -> list[tuple[int, float, bool, int, int, float, int]]:
-    """One tree of ``dump_model()`` -> nodes (feature, threshold, NaN goes left, left, right, leaf
-    value, depth), the root first; a leaf's children are -1."""
-    nodes: list = []
+def _flat_lightgbm(root: dict) -> list[list]:
+    """One tree of ``dump_model()`` -> nodes [feature, threshold, NaN goes left, left, right, leaf
+    value, depth], the root first; a leaf's children are -1."""
+    nodes: list[list] = []
     todo = [(root, -1, 0, 0)]  # (node, parent index, which child of it (0 left, 1 right), depth)
     while todo:
         node, parent, side, depth = todo.pop()
-        index = len(nodes)
         if parent >= 0:
-            entry = list(nodes[parent])
-            entry[3 + side] = index
-            nodes[parent] = tuple(entry)
+            nodes[parent][3 + side] = len(nodes)
         if "leaf_value" in node:
-            nodes.append((0, 0.0, False, -1, -1, float(node["leaf_value"]), depth))
+            nodes.append([0, 0.0, False, -1, -1, float(node["leaf_value"]), depth])
             continue
         if node["decision_type"] != "<=" or node["missing_type"] not in ("None", "NaN"):
             raise ValueError(f"export_booster: only numeric '<=' splits with NaN or no missing values are supported, "
                              f"found {node['decision_type']!r} with missing type {node['missing_type']!r}")
         threshold = float(node["threshold"])
         nan_left = bool(node["default_left"]) if node["missing_type"] == "NaN" else 0.0 <= threshold
-        nodes.append((int(node["split_feature"]), threshold, nan_left, -1, -1, 0.0, depth))
-        todo += [(node["right_child"], index, 1, depth + 1), (node["left_child"], index, 0, depth + 1)]
+        todo += [(node["right_child"], len(nodes), 1, depth + 1), (node["left_child"], len(nodes), 0, depth + 1)]
+        nodes.append([int(node["split_feature"]), threshold, nan_left, -1, -1, 0.0, depth])
     return nodes
 
 
@@ -130,18 +124,19 @@ class TreeEnsemble(nn.Module):
         self.register_buffer("depth", torch.zeros((), dtype=torch.long))
 
     @classmethod
-    def from_classifier(cls, clf: HistGradientBoostingClassifier) -> TreeEnsemble:
-        tensors = export_trees(clf)
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> TreeEnsemble:
+        """An ensemble holding :func:`export_trees`'s or :func:`export_booster`'s tensors."""
         ens = cls(*tensors["feature"].shape)
         ens.load_state_dict(tensors)
         return ens
 
     @classmethod
+    def from_classifier(cls, clf: HistGradientBoostingClassifier) -> TreeEnsemble:
+        return cls.from_tensors(export_trees(clf))
+
+    @classmethod
     def from_booster(cls, booster) -> TreeEnsemble:
-        tensors = export_booster(booster)
-        ens = cls(*tensors["feature"].shape)
-        ens.load_state_dict(tensors)
-        return ens
+        return cls.from_tensors(export_booster(booster))
 
     def forward(self, x: Tensor) -> Tensor:  # [N, F] -> [N] float64, on x's device
         state = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
