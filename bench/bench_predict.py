@@ -5,8 +5,9 @@ A 3,096-shot movie (the longest of MovieScenes; a realistic synthetic one, featu
 loaded as a real checkpoint:
 
 - ``--model simseq`` (default): the default model at its default size (params.yaml ``simseq``),
-  its GRU randomly initialised and its boosted trees (``tree_iters`` of them, with and without the
-  shipped input) fitted on another synthetic real-size movie, so the trees have their real depth;
+  its GRU randomly initialised and its boosted trees (``tree_iters`` of them with the shipped input,
+  ``bare_tree_fits`` x ``tree_iters`` without it) fitted on another synthetic real-size movie, so the
+  trees have their real depth;
 - ``--model lgss``: a randomly initialised LGSS of the published size (512 channels, LSTM hidden
   512, fc 100, seq_len 10).
 
@@ -21,7 +22,7 @@ they were at the git revision REV, alternating with today's in the same run (a r
 and the largest difference of the written probabilities). The machine's load average is printed
 before and after: compare ratios within one run.
 
-    .venv/bin/python bench/bench_predict.py [--model simseq] [--shots 3096] [--device auto] [--threads 1] [--before REV]
+    .venv/bin/python bench/bench_predict.py [--model simseq] [--shots 3096] [--device auto] [--threads 1] [--before REV] [--ignore-shipped]
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.models.registry import model_params
 from sceneseg.models.simseq.features import movie_features, tree_inputs
 from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
-from sceneseg.models.simseq.training import tree_params
+from sceneseg.models.simseq.training import bare_fits, tree_params
 from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.predict import format_json
 
@@ -74,8 +75,11 @@ def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
     movie = synthetic("tt0000002", shots, 1)
     x = tree_inputs(torch.from_numpy(movie_features(movie, cfg, True)), cfg).numpy()
     label = np.asarray(movie.boundary, dtype=np.float64)
-    fits = [TreeEnsemble.from_booster(lgb.train({**tree_params(p, 0), "num_threads": 1}, lgb.Dataset(cols, label=label),
-                                                p.tree_iters)) for cols in (x, x[:, :-1])]
+    def fit(cols: np.ndarray, changes: dict):
+        return lgb.train({**tree_params(p, 0), **changes, "num_threads": 1}, lgb.Dataset(cols, label=label), p.tree_iters)
+
+    fits = [TreeEnsemble.from_booster(fit(x, {})),  # with the shipped input; without it, as training fits them
+            TreeEnsemble.from_boosters([fit(x[:, :-1], changes) for changes in bare_fits(p, 0)])]
     cfg["trees"]["shape"], cfg["trees"]["bare_shape"] = list(fits[0].feature.shape), list(fits[1].feature.shape)
     torch.manual_seed(0)
     model = SimSeqTrees(cfg)
@@ -129,7 +133,8 @@ def clocked(targets: list[tuple[object, str, str]], seconds: dict[str, float]):
 PARTS = ("load", "features", "trees", "network", "rest")
 
 
-def run_once(version: dict, model: str, movie: Path, ckpt: Path, device: str, batch_size: int, threads: int):
+def run_once(version: dict, model: str, movie: Path, ckpt: Path, device: str, batch_size: int, threads: int,
+             ignore_shipped: bool = False):
     """One `predict` of ``movie`` by ``version`` (its predict module, tree evaluation, thread setting):
     (total seconds, seconds per part, the output document)."""
     seconds = dict.fromkeys(PARTS, 0.0)
@@ -138,7 +143,8 @@ def run_once(version: dict, model: str, movie: Path, ckpt: Path, device: str, ba
     try:
         with clocked(timed_parts(model, version["predict"]), seconds), version["threads"](threads):
             t0 = time.perf_counter()
-            doc = version["predict"].predict_input(movie, ckpt, device_name=device, batch_size=batch_size)
+            extra = {"ignore_shipped": True} if ignore_shipped else {}  # the features alone: the other trees
+            doc = version["predict"].predict_input(movie, ckpt, device_name=device, batch_size=batch_size, **extra)
             format_json(doc)
             total = time.perf_counter() - t0
     finally:
@@ -184,6 +190,8 @@ def main() -> None:
                     "0 = their defaults")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--before", default="", help="a git revision whose predict path to time as well, in the same run")
+    ap.add_argument("--ignore-shipped", action="store_true",
+                    help="as `sceneseg predict --ignore-shipped`: the features alone (simseq's trees fitted without it)")
     a = ap.parse_args()
     runs = versions(a.before)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,13 +211,13 @@ def main() -> None:
             cfg = {"net": cfg.to_dict(), "seq_len": 10}
         save_checkpoint(tmp / "model.pt", a.model, model, cfg, 0.5, "fixed", params={}, commit="bench")
         print(f"movie: {a.shots} shots ({a.shots - 1} transitions); model {about}; torch {torch.__version__}, "
-              f"--threads {a.threads}; {load_average()}")
+              f"--threads {a.threads}{', --ignore-shipped' if a.ignore_shipped else ''}; {load_average()}")
         for bs in [int(x) for x in a.batch_sizes.split(",")]:
             results = {name: [] for name in runs}
             for _ in range(a.repeats):  # the versions alternate: both see the same load
                 for name, version in runs.items():
                     results[name].append(run_once(version, a.model, tmp / "tt0000001", tmp / "model.pt", a.device,
-                                                  bs, a.threads))
+                                                  bs, a.threads, a.ignore_shipped))
             print(f"batch {bs}:")
             best = {name: min(res, key=lambda r: r[0]) for name, res in results.items()}
             for name, res in results.items():

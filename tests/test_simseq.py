@@ -329,11 +329,12 @@ def _tree_set(data, own):
 
 def test_the_trees_fitted_beside_the_network_are_lightgbms(data, params, capsys):
     """The thread's two fits equal LightGBM's own fits on the same rows (with and without the shipped
-    column, at tree_leaves leaves), whatever the thread count and wherever it changes; the network's
+    column, at tree_leaves leaves and tree_bins bins), whatever the thread count and wherever it changes; the network's
     weights go in unchanged."""
     import lightgbm as lgb
 
-    _, own = tiny(params, "simseq", tree_iters=15, tree_leaves=5, tree_context=1)
+    _, own = tiny(params, "simseq", tree_iters=15, tree_leaves=5, tree_bins=63, tree_context=1, bare_tree_fits=1,
+                  bare_tree_features=1.0)
     cfg, tr = _tree_set(data, own)
     net = SimSeqNet(cfg)
     before = torch.get_num_threads()
@@ -348,14 +349,14 @@ def test_the_trees_fitted_beside_the_network_are_lightgbms(data, params, capsys)
     finally:
         torch.set_num_threads(before)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("fitting 15 boosted trees on 347 training transitions beside the network (2 threads)")
+    assert lines[0].endswith("fitting 1 x 15 + 15 boosted trees on 347 training transitions beside the network (2 threads)")
     assert lines[1].endswith("beside the network (1 thread, 2 after the epochs)")
     assert lines[2].endswith("(1 thread)")
     x = torch.cat([tree_inputs(xm, out_cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).numpy()
     y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).numpy() > 0.5
     assert x.shape[1] == 3 * n_base(cfg) + 1 and not np.isnan(x[:, -1]).any()
     for ens, cols in ((model.trees, x), (model.bare, x[:, :-1])):
-        booster = lgb.train({"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "seed": 3,
+        booster = lgb.train({"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "max_bin": 63, "seed": 3,
                              "num_threads": 1, "verbose": -1}, lgb.Dataset(cols, label=y.astype(float)), 15)
         assert ens.feature.shape[0] == 15
         np.testing.assert_array_equal(ens(torch.from_numpy(cols)).numpy(), booster.predict(cols, raw_score=True))
@@ -366,6 +367,45 @@ def test_the_trees_fitted_beside_the_network_are_lightgbms(data, params, capsys)
         assert torch.equal(model.net.state_dict()[k], v)
     for other in (one, switched):
         assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
+
+
+def test_the_trees_without_the_shipped_input_average_fits_on_column_draws(data, params, capsys):
+    """bare_tree_fits fits of LightGBM, each tree on a bare_tree_features share of the columns (the draws
+    seeded by the training seed), averaged: their mean raw score; another training seed draws other
+    columns; the thread count changes nothing; the fit with the shipped input stays one fit on all."""
+    import lightgbm as lgb
+
+    _, own = tiny(params, "simseq", tree_iters=12, tree_leaves=5, tree_context=1, bare_tree_fits=3,
+                  bare_tree_features=0.3)
+    cfg, tr = _tree_set(data, own)
+    net = SimSeqNet(cfg)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, out_cfg = simseq._TreeFit(cfg, tr, own, seed=4).result(net)
+        other, _ = simseq._TreeFit(cfg, tr, own, seed=5).result(net)
+        torch.set_num_threads(1)
+        one, _ = simseq._TreeFit(cfg, tr, own, seed=4).result(net)
+    finally:
+        torch.set_num_threads(before)
+    assert capsys.readouterr().out.splitlines()[0].endswith("fitting 3 x 12 + 12 boosted trees on 347 training "
+                                                            "transitions beside the network (2 threads)")
+    x = torch.cat([tree_inputs(xm, out_cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).numpy()
+    y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).numpy() > 0.5
+    base = {"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "max_bin": own.tree_bins, "seed": 4, "num_threads": 1,
+            "verbose": -1}
+    fits = [lgb.train({**base, "feature_fraction": 0.3, "feature_fraction_seed": 4 * 3 + i},
+                      lgb.Dataset(x[:, :-1], label=y.astype(float)), 12) for i in range(3)]
+    scores = [f.predict(x[:, :-1], raw_score=True) for f in fits]
+    assert model.bare.feature.shape[0] == 36 and out_cfg["trees"]["bare_shape"] == list(model.bare.feature.shape)
+    np.testing.assert_allclose(model.bare(torch.from_numpy(x[:, :-1])).numpy(), np.mean(scores, 0), rtol=0,
+                               atol=1e-12)
+    # the fits differ only by their column draws' seeds: they are other trees
+    assert min(np.abs(a - b).max() for a, b in ((scores[0], scores[1]), (scores[1], scores[2]))) > 1e-3
+    assert not torch.equal(other.bare.value, model.bare.value)
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), model.state_dict().values()))
+    shipped = lgb.train(base, lgb.Dataset(x, label=y.astype(float)), 12)
+    np.testing.assert_array_equal(model.trees(torch.from_numpy(x)).numpy(), shipped.predict(x, raw_score=True))
 
 
 def test_a_failed_tree_fit_reaches_the_training_thread(data, params, monkeypatch):

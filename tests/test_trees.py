@@ -12,7 +12,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sceneseg.models.simseq import trees as trees_module
-from sceneseg.models.simseq.trees import TreeEnsemble, export_trees
+from sceneseg.models.simseq.trees import TreeEnsemble, averaged, export_booster, export_trees
 
 
 def fitted(seed: int = 0, n: int = 2000, iters: int = 60):
@@ -145,6 +145,28 @@ def test_lightgbm_trees_give_lightgbms_raw_scores_bit_for_bit():
     back = TreeEnsemble(*ens.feature.shape)
     back.load_state_dict(torch.load(buf, weights_only=True))
     np.testing.assert_array_equal(back(torch.from_numpy(new)).numpy(), booster.predict(new, raw_score=True))
+
+
+def test_averaged_boosters_score_their_mean():
+    """Boosters of different sizes (trees, nodes) as one ensemble: the mean of their raw scores, NaN
+    included; one booster comes back unchanged, bit for bit."""
+    x, small = boosted(rounds=7)
+    _, big = boosted(seed=2, rounds=30, num_leaves=15)
+    ens = TreeEnsemble.from_boosters([small, big])
+    rng = np.random.default_rng(3)
+    new = rng.standard_normal((500, 6)) * 2
+    new[rng.random(new.shape) < 0.2] = np.nan
+    for data in (x, new):
+        want = (small.predict(data, raw_score=True) + big.predict(data, raw_score=True)) / 2
+        np.testing.assert_allclose(ens(torch.from_numpy(data)).numpy(), want, rtol=0, atol=1e-12)
+    assert ens.feature.shape == (37, 29)  # 15 leaves: 29 nodes; the 7 small trees padded to them
+    one = TreeEnsemble.from_boosters([big])
+    np.testing.assert_array_equal(one(torch.from_numpy(new)).numpy(), big.predict(new, raw_score=True))
+    with pytest.raises(ValueError, match="deeper than the stored depth"):  # the deepest tree sets the walk's depth
+        parts = [export_booster(small), export_booster(big)]
+        both = averaged(parts)
+        both["depth"] = torch.tensor(int(min(p["depth"] for p in parts)))
+        TreeEnsemble.from_tensors(both)(torch.from_numpy(new))
 
 
 def test_lightgbm_trees_that_never_split_are_their_leaf():

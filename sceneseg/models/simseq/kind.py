@@ -12,7 +12,8 @@ cosine decay, the epoch with the best validation AP kept, early stop after ``pat
 without gain; the shipped input is dropped at random (``shipped_dropout``), so the model also
 works on movies without it. Then ``tree_iters`` gradient-boosted trees are fitted on the same
 similarity columns of each transition and its ``tree_context`` neighbours, once with the shipped
-input and once without, and kept as tensors (:mod:`sceneseg.models.simseq.trees`). How it compares with
+input and, without it, ``bare_tree_fits`` times on random shares of the columns (averaged), and kept
+as tensors (:mod:`sceneseg.models.simseq.trees`). How it compares with
 the boosted and stacked references on realistic sets: ``bench/bench_models.py``.
 """
 

@@ -32,7 +32,10 @@ class SimSeqParams:
     tree_iters: int = 250  # boosted trees averaged with the GRU (log-odds); 0 = the GRU alone
     tree_lr: float = 0.1
     tree_leaves: int = 31  # leaves per tree (LightGBM's num_leaves)
+    tree_bins: int = 63  # histogram bins per column (LightGBM's max_bin)
     tree_context: int = 2  # the trees read the features of this many neighbouring transitions on each side
+    bare_tree_fits: int = 3  # the trees without the shipped input: this many fits, averaged
+    bare_tree_features: float = 0.3  # share of the columns each of those trees reads (LightGBM feature_fraction)
     temporal: str = "gru"  # gru (bidirectional GRU) | lstm (the same with LSTMs) | conv (residual dilated convolutions, parallel over time)
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # of the conv layers
     batch_size: int = 64  # crops per training step, used when train.batch_size is null
@@ -66,7 +69,10 @@ def validate(p: SimSeqParams, section: str = "simseq") -> None:
     check_range(f"{section}.tree_iters", p.tree_iters, 0, 100_000)
     check_range(f"{section}.tree_lr", p.tree_lr, 0, 10, lo_open=True)
     check_range(f"{section}.tree_leaves", p.tree_leaves, 2, 100_000)
+    check_range(f"{section}.tree_bins", p.tree_bins, 2, 65_535)
     check_range(f"{section}.tree_context", p.tree_context, 0, 64)
+    check_range(f"{section}.bare_tree_fits", p.bare_tree_fits, 1, 100)
+    check_range(f"{section}.bare_tree_features", p.bare_tree_features, 0, 1, lo_open=True)
 
 
 def parse(raw: dict, source: str = "params.yaml", section: str = "simseq") -> SimSeqParams:

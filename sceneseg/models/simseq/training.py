@@ -112,19 +112,30 @@ def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, 
 
 
 def tree_params(p: SimSeqParams, seed: int) -> dict:
-    """LightGBM's settings for simseq's trees (thread count aside): binary log-loss, ``simseq.tree_lr``
-    and ``simseq.tree_leaves``, at least 20 transitions per leaf; each feature's histogram built on
-    one thread (``force_col_wise``), so the trees do not depend on the thread count."""
-    return {"objective": "binary", "learning_rate": p.tree_lr, "num_leaves": p.tree_leaves, "min_child_samples": 20,
-            "seed": seed, "deterministic": True, "force_col_wise": True, "verbose": -1}
+    """LightGBM's settings for simseq's trees (thread count aside): binary log-loss, ``simseq.tree_lr``,
+    ``simseq.tree_leaves`` and ``simseq.tree_bins``, at least 20 transitions per leaf; each feature's
+    histogram built on one thread (``force_col_wise``), so the trees do not depend on the thread count."""
+    return {"objective": "binary", "learning_rate": p.tree_lr, "num_leaves": p.tree_leaves, "max_bin": p.tree_bins,
+            "min_child_samples": 20, "seed": seed, "deterministic": True, "force_col_wise": True, "verbose": -1}
+
+
+def bare_fits(p: SimSeqParams, seed: int) -> list[dict]:
+    """The changes to :func:`tree_params` of each fit without the shipped input: ``simseq.bare_tree_fits``
+    fits, each tree on its own random ``bare_tree_features`` share of the columns, the draws seeded
+    by the training seed; the fits are averaged."""
+    k = p.bare_tree_fits
+    return [{"feature_fraction": p.bare_tree_features, "feature_fraction_seed": seed * k + i} for i in range(k)]
 
 
 class _TreeFit:
     """The boosted trees (LightGBM), fitted on the training transitions in a thread beside the network's epochs.
 
     The trees read only the features, never the network, so they need not wait for it, and
-    LightGBM's boosting rounds run outside the GIL. Two fits, one after the other: without the
-    shipped input (``bare``) and with it (when every training movie has it). While a network trains
+    LightGBM's boosting rounds run outside the GIL. Without the shipped input (``bare``):
+    ``simseq.bare_tree_fits`` fits whose trees each read a random ``bare_tree_features`` share of the
+    columns, averaged (on validation the average beat one fit on all columns, which LightGBM fits
+    worse than scikit-learn did: bench/RESULTS_models.md); then with it (when every training movie
+    has it), one fit on all columns. While a network trains
     on the CPU (on one torch thread: its small per-time-step products gain nothing from a second)
     the fit takes the process's other threads (at least one); :meth:`all_threads` gives it all of
     them once the epochs are done. The trees do not depend on that: LightGBM builds each feature's
@@ -139,7 +150,8 @@ class _TreeFit:
         self.seconds, self._out, self._error = 0.0, None, None
         self.threads = torch.get_num_threads()  # the process's
         self.wanted = max(1, self.threads - 1) if beside_cpu_network else self.threads
-        print(f"train: fitting {p.tree_iters} boosted trees on {len(y)} training transitions beside the network "
+        fits = f"{p.bare_tree_fits} x {p.tree_iters}" + (f" + {p.tree_iters}" if not np.isnan(x[:, -1]).any() else "")
+        print(f"train: fitting {fits} boosted trees on {len(y)} training transitions beside the network "
               f"({self.wanted} thread{'s' * (self.wanted > 1)}"
               f"{f', {self.threads} after the epochs' if self.wanted < self.threads else ''})", flush=True)
         self._thread = threading.Thread(target=self._run, args=(x, y, p, seed), daemon=True)
@@ -158,7 +170,7 @@ class _TreeFit:
             def dataset(cols: np.ndarray) -> lgb.Dataset:
                 return lgb.Dataset(cols, label=label, params={**params, "num_threads": self.wanted}, free_raw_data=False)
 
-            def fit(data: lgb.Dataset) -> TreeEnsemble:
+            def fit(data: lgb.Dataset, **changes) -> lgb.Booster:
                 using = [self.wanted]
 
                 def threads(env) -> None:  # before each round: all threads once the epochs are done
@@ -167,18 +179,17 @@ class _TreeFit:
                         env.model.reset_parameter({"num_threads": using[0]})
 
                 threads.before_iteration = True
-                booster = lgb.train({**params, "num_threads": using[0]}, data, num_boost_round=p.tree_iters,
-                                    callbacks=[threads])
-                return TreeEnsemble.from_booster(booster)
+                return lgb.train({**params, **changes, "num_threads": using[0]}, data, num_boost_round=p.tree_iters,
+                                 callbacks=[threads])
 
             data = dataset(x[:, :-1])
-            bare = fit(data)
+            bare = TreeEnsemble.from_boosters([fit(data, **changes) for changes in bare_fits(p, seed)])
             trees = bare  # no shipped input: bare
             if not np.isnan(x[:, -1]).any():  # the same binned columns and the shipped one: binned once, not twice
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Resetting categorical features")  # there are none
                     data.add_features_from(dataset(x[:, -1:]).construct())
-                trees = fit(data)
+                trees = TreeEnsemble.from_booster(fit(data))
             self._out = (trees, bare)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread by result()
             self._error = e

@@ -86,6 +86,25 @@ def export_booster(booster) -> dict[str, Tensor]:
     return out
 
 
+def averaged(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Exported ensembles (:func:`export_booster`, :func:`export_trees`) as one whose raw score is their
+    mean: their trees one after the other (padded to the most nodes) with every leaf value and the
+    baseline divided by their number. One ensemble comes back as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    out = _blank(sum(len(p["feature"]) for p in parts), max(p["feature"].shape[1] for p in parts))
+    first = 0
+    for part in parts:
+        n_trees, n_nodes = part["feature"].shape
+        for name in FIELDS:
+            out[name][first:first + n_trees, :n_nodes] = part[name]
+        first += n_trees
+    out["value"] /= len(parts)
+    out["baseline"] = sum(p["baseline"] for p in parts) / len(parts)
+    out["depth"] = max(p["depth"] for p in parts).clone()
+    return out
+
+
 def _flat_lightgbm(root: dict) -> list[list]:
     """One tree of ``dump_model()`` -> nodes [feature, threshold, NaN goes left, left, right, leaf
     value, depth], the root first; a leaf's children are -1."""
@@ -137,6 +156,11 @@ class TreeEnsemble(nn.Module):
     @classmethod
     def from_booster(cls, booster) -> TreeEnsemble:
         return cls.from_tensors(export_booster(booster))
+
+    @classmethod
+    def from_boosters(cls, boosters: list) -> TreeEnsemble:
+        """One ensemble whose raw score is the mean of the boosters' (:func:`averaged`)."""
+        return cls.from_tensors(averaged([export_booster(b) for b in boosters]))
 
     def forward(self, x: Tensor) -> Tensor:  # [N, F] -> [N] float64, on x's device
         state = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
