@@ -152,14 +152,15 @@ def test_averaged_boosters_score_their_mean():
     included; one booster comes back unchanged, bit for bit."""
     x, small = boosted(rounds=7)
     _, big = boosted(seed=2, rounds=30, num_leaves=15)
-    ens = TreeEnsemble.from_boosters([small, big])
+    _, mid = boosted(seed=3, rounds=12, num_leaves=5)
+    ens = TreeEnsemble.from_boosters([small, big, mid])
     rng = np.random.default_rng(3)
     new = rng.standard_normal((500, 6)) * 2
     new[rng.random(new.shape) < 0.2] = np.nan
     for data in (x, new):
-        want = (small.predict(data, raw_score=True) + big.predict(data, raw_score=True)) / 2
+        want = np.mean([b.predict(data, raw_score=True) for b in (small, big, mid)], 0)
         np.testing.assert_allclose(ens(torch.from_numpy(data)).numpy(), want, rtol=0, atol=1e-12)
-    assert ens.feature.shape == (37, 29)  # 15 leaves: 29 nodes; the 7 small trees padded to them
+    assert ens.feature.shape == (49, 29)  # 15 leaves: 29 nodes; the others' trees padded to them
     one = TreeEnsemble.from_boosters([big])
     np.testing.assert_array_equal(one(torch.from_numpy(new)).numpy(), big.predict(new, raw_score=True))
     with pytest.raises(ValueError, match="deeper than the stored depth"):  # the deepest tree sets the walk's depth
@@ -167,6 +168,16 @@ def test_averaged_boosters_score_their_mean():
         both = averaged(parts)
         both["depth"] = torch.tensor(int(min(p["depth"] for p in parts)))
         TreeEnsemble.from_tensors(both)(torch.from_numpy(new))
+
+
+def test_averaged_scikit_learn_trees_score_their_mean_baseline_included():
+    """scikit-learn's trees start from a baseline (LightGBM's from 0): the average's is their mean."""
+    x, one = fitted(seed=0, iters=20)
+    _, two = fitted(seed=5, iters=35)
+    assert float(np.ravel(one._baseline_prediction)[0]) != 0.0
+    ens = TreeEnsemble.from_tensors(averaged([export_trees(one), export_trees(two)]))
+    want = (one.decision_function(x) + two.decision_function(x)) / 2
+    np.testing.assert_allclose(ens(torch.from_numpy(x)).numpy(), want, rtol=0, atol=1e-12)
 
 
 def test_lightgbm_trees_that_never_split_are_their_leaf():
