@@ -22,7 +22,8 @@ they were at the git revision REV, alternating with today's in the same run (a r
 and the largest difference of the written probabilities). The machine's load average is printed
 before and after: compare ratios within one run.
 
-    .venv/bin/python bench/bench_predict.py [--model simseq] [--shots 3096] [--device auto] [--threads 1] [--before REV] [--ignore-shipped]
+    .venv/bin/python bench/bench_predict.py [--model simseq] [--shots 3096] [--device auto] [--threads 1] [--before REV]
+                                            [--ignore-shipped]
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def simseq_model(shots: int) -> tuple[torch.nn.Module, dict]:
     x = tree_inputs(torch.from_numpy(movie_features(movie, cfg, True)), cfg).numpy()
     label = np.asarray(movie.boundary, dtype=np.float64)
     def fit(cols: np.ndarray, changes: dict):
-        return lgb.train({**tree_params(p, 0), **changes, "num_threads": 1}, lgb.Dataset(cols, label=label), p.tree_iters)
+        return lgb.train({**tree_params(p, 0), **changes, "num_threads": 1}, lgb.Dataset(cols, label=label),
+                         p.tree_iters)
 
     fits = [TreeEnsemble.from_booster(fit(x, {})),  # with the shipped input; without it, as training fits them
             TreeEnsemble.from_boosters([fit(x[:, :-1], changes) for changes in bare_fits(p, 0)])]

@@ -329,12 +329,12 @@ def _tree_set(data, own):
 
 def test_the_trees_fitted_beside_the_network_are_lightgbms(data, params, capsys):
     """The thread's two fits equal LightGBM's own fits on the same rows (with and without the shipped
-    column, at tree_leaves leaves and tree_bins bins), whatever the thread count and wherever it changes; the network's
-    weights go in unchanged."""
+    column, at tree_lr (not LightGBM's default), tree_leaves leaves and tree_bins bins), whatever the
+    thread count and wherever it changes; the network's weights go in unchanged."""
     import lightgbm as lgb
 
-    _, own = tiny(params, "simseq", tree_iters=15, tree_leaves=5, tree_bins=63, tree_context=1, bare_tree_fits=1,
-                  bare_tree_features=1.0)
+    _, own = tiny(params, "simseq", tree_iters=15, tree_lr=0.2, tree_leaves=5, tree_bins=63, tree_context=1,
+                  bare_tree_fits=1, bare_tree_features=1.0)
     cfg, tr = _tree_set(data, own)
     net = SimSeqNet(cfg)
     before = torch.get_num_threads()
@@ -349,15 +349,16 @@ def test_the_trees_fitted_beside_the_network_are_lightgbms(data, params, capsys)
     finally:
         torch.set_num_threads(before)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("fitting 1 x 15 + 15 boosted trees on 347 training transitions beside the network (2 threads)")
+    assert lines[0].endswith("fitting 1 x 15 + 15 boosted trees on 347 training transitions beside the network "
+                             "(2 threads)")
     assert lines[1].endswith("beside the network (1 thread, 2 after the epochs)")
     assert lines[2].endswith("(1 thread)")
     x = torch.cat([tree_inputs(xm, out_cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).numpy()
     y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).numpy() > 0.5
     assert x.shape[1] == 3 * n_base(cfg) + 1 and not np.isnan(x[:, -1]).any()
     for ens, cols in ((model.trees, x), (model.bare, x[:, :-1])):
-        booster = lgb.train({"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "max_bin": 63, "seed": 3,
-                             "num_threads": 1, "verbose": -1}, lgb.Dataset(cols, label=y.astype(float)), 15)
+        booster = lgb.train({"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "max_bin": 63,
+                             "seed": 3, "num_threads": 1, "verbose": -1}, lgb.Dataset(cols, label=y.astype(float)), 15)
         assert ens.feature.shape[0] == 15
         np.testing.assert_array_equal(ens(torch.from_numpy(cols)).numpy(), booster.predict(cols, raw_score=True))
     assert not torch.equal(model.trees.value, model.bare.value)  # the shipped column is used
@@ -392,7 +393,8 @@ def test_the_trees_without_the_shipped_input_average_fits_on_column_draws(data, 
                                                             "transitions beside the network (2 threads)")
     x = torch.cat([tree_inputs(xm, out_cfg)[mk.bool()] for xm, mk in zip(tr.x, tr.mask)]).numpy()
     y = torch.cat([ym[mk.bool()] for ym, mk in zip(tr.y, tr.mask)]).numpy() > 0.5
-    base = {"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "max_bin": own.tree_bins, "seed": 4, "num_threads": 1,
+    base = {"objective": "binary", "learning_rate": own.tree_lr, "num_leaves": 5, "max_bin": own.tree_bins, "seed": 4,
+            "num_threads": 1,
             "verbose": -1}
     fits = [lgb.train({**base, "feature_fraction": 0.3, "feature_fraction_seed": 4 * 3 + i},
                       lgb.Dataset(x[:, :-1], label=y.astype(float)), 12) for i in range(3)]
