@@ -150,7 +150,8 @@ class _TreeFit:
         self.seconds, self._out, self._error = 0.0, None, None
         self.threads = torch.get_num_threads()  # the process's
         self.wanted = max(1, self.threads - 1) if beside_cpu_network else self.threads
-        fits = f"{p.bare_tree_fits} x {p.tree_iters}" + (f" + {p.tree_iters}" if not np.isnan(x[:, -1]).any() else "")
+        self.shipped = not np.isnan(x[:, -1]).any()  # every training movie has it: the trees with it are fitted too
+        fits = f"{p.bare_tree_fits} x {p.tree_iters}" + (f" + {p.tree_iters}" if self.shipped else "")
         print(f"train: fitting {fits} boosted trees on {len(y)} training transitions beside the network "
               f"({self.wanted} thread{'s' * (self.wanted > 1)}"
               f"{f', {self.threads} after the epochs' if self.wanted < self.threads else ''})", flush=True)
@@ -185,7 +186,7 @@ class _TreeFit:
             data = dataset(x[:, :-1])
             bare = TreeEnsemble.from_boosters([fit(data, **changes) for changes in bare_fits(p, seed)])
             trees = bare  # no shipped input: bare
-            if not np.isnan(x[:, -1]).any():  # the same binned columns and the shipped one: binned once, not twice
+            if self.shipped:  # the same binned columns and the shipped one: binned once, not twice
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Resetting categorical features")  # there are none
                     data.add_features_from(dataset(x[:, -1:]).construct())
