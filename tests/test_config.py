@@ -41,6 +41,7 @@ def test_project_params_parse_with_the_published_recipe():
     (lambda r: r["lgss"].update(modalities=["place"]), "'lgss.fusion_weights': expected one weight per modality"),
     (lambda r: r["simseq"].update(widths=[0, 2]), "'simseq.widths': expected distinct widths"),
     (lambda r: r["simseq"].update(hidden=0), "'simseq.hidden': expected a value in"),
+    (lambda r: r["simseq"].update(sharpen=-0.1), "'simseq.sharpen': expected a value in [0, 10], found -0.1"),
     (lambda r: r["train"].update(model="bert"), "'train.model': expected one of simseq, lgss, found 'bert'"),
     (lambda r: r["train"].update(lr=None), None),
     (lambda r: r["train"].update(batch_size=0), "'train.batch_size': expected a value in [1, 1000000], found 0"),

@@ -20,7 +20,7 @@ from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.models.registry import get_model
 from sceneseg.models.simseq import training as simseq
 from sceneseg.models.simseq.features import movie_features, n_base, n_features, tree_inputs
-from sceneseg.models.simseq.network import SimSeqNet
+from sceneseg.models.simseq.network import SimSeqNet, sharpened
 from sceneseg.training.resume import ResumeStore
 
 
@@ -47,8 +47,8 @@ def scripted_val_ap(monkeypatch, aps: list[float]) -> list[dict]:
     real values); returns the network's weights at each of those validations."""
     real, left, snapshots = REAL_LOSS_AND_AP, list(aps), []
 
-    def fake(net, s, cw):
-        loss, ap, gt, prob = real(net, s, cw)
+    def fake(net, s, cw, sharpen=0.0):
+        loss, ap, gt, prob = real(net, s, cw, sharpen)
         if not left:
             return loss, ap, gt, prob
         snapshots.append({k: v.detach().clone() for k, v in net.state_dict().items()})
@@ -437,3 +437,56 @@ def test_the_averaged_models_validation_logits_are_its_forward_movie_by_movie(da
         for g, x in zip(got, tr.x):
             torch.testing.assert_close(g, model(x[None])[0], rtol=0, atol=1e-5)
             assert not torch.allclose(g, model.net(x[None])[0], atol=1e-3)  # the trees count
+
+
+def test_sharpened_by_hand():
+    """Each logit plus strength x (itself - the mean of its two neighbours), the edges repeated."""
+    x = torch.tensor([[0.0, 1.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]], dtype=torch.float64)
+    # row 0: neighbours' means 0.5, 0, 0.5, 0 -> 0 - 0.1, 1 + 0.2, 0 - 0.1, 0; a flat row stays flat
+    expected = torch.tensor([[-0.1, 1.2, -0.1, 0.0], [2.0, 2.0, 2.0, 2.0]], dtype=torch.float64)
+    torch.testing.assert_close(sharpened(x, 0.2), expected, rtol=0, atol=1e-12)
+    # two transitions: each one's neighbours are itself and the other
+    torch.testing.assert_close(sharpened(torch.tensor([1.0, 3.0]), 0.5), torch.tensor([0.5, 3.5]))
+    assert sharpened(x, 0.0) is x
+    one = torch.tensor([3.0])
+    torch.testing.assert_close(sharpened(one, 0.5), one)
+
+
+def test_epochs_are_chosen_on_the_networks_logits_the_threshold_and_test_loss_on_sharpened_ones(data, params,
+                                                                                                 monkeypatch):
+    seen = []
+
+    def spy(net, s, cw, sharpen=0.0):
+        seen.append(sharpen)
+        return REAL_LOSS_AND_AP(net, s, cw, sharpen)
+
+    monkeypatch.setattr(simseq, "_loss_and_ap", spy)
+    common, own = tiny(params, "simseq", epochs=2, tree_iters=0, sharpen=0.5)
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False)
+    assert seen == [0.0, 0.0, 0.5, 0.5] and trained.config["sharpen"] == 0.5
+    # the probabilities behind the threshold: sigmoid of the sharpened logits
+    va = simseq._Set(data.movies("train"), data.owned("val"), trained.config, CPU)
+    _, _, gt, prob = REAL_LOSS_AND_AP(trained.model, va, (1.0, 3.0), 0.5)
+    first = va.ids[0]
+    with torch.no_grad():
+        logit = trained.model(va.x[0][None])[0].double().numpy()
+    nb = (np.r_[logit[0], logit[:-1]] + np.r_[logit[1:], logit[-1]]) / 2
+    want = 1 / (1 + np.exp(-(logit + 0.5 * (logit - nb))))
+    np.testing.assert_allclose(prob[first], want[va.mask[0].bool().numpy()], rtol=1e-5)
+
+
+def test_predict_sharpens_by_the_checkpoints_strength_and_older_checkpoints_not(data, params):
+    common, own = tiny(params, "simseq", epochs=1, tree_iters=0, sharpen=0.5)
+    kind = get_model("simseq")
+    trained = kind.train(data, own, common, CPU, progress=False)
+    m = data.movies("test")[0]
+    x = torch.from_numpy(movie_features(m, trained.config, True))
+    with torch.no_grad():
+        logit = trained.model(x[None])[0].double().numpy()
+    nb = (np.r_[logit[0], logit[:-1]] + np.r_[logit[1:], logit[-1]]) / 2
+    got = kind.predict(trained.model, trained.config, [m], CPU)[m.imdb_id]
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-(logit + 0.5 * (logit - nb)))), rtol=1e-5)
+    older = {k: v for k, v in trained.config.items() if k != "sharpen"}  # saved before 2026-12-02
+    np.testing.assert_allclose(kind.predict(trained.model, older, [m], CPU)[m.imdb_id], 1 / (1 + np.exp(-logit)),
+                               rtol=1e-5)
+    assert not np.allclose(got, 1 / (1 + np.exp(-logit)), rtol=1e-3)

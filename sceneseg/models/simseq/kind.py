@@ -26,7 +26,7 @@ from torch import nn
 from sceneseg.data.movies import Movie
 from sceneseg.models.base import ModelKind, TrainData, Trained, train_data_parallel
 from sceneseg.models.simseq.features import movie_features
-from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
+from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees, sharpened
 from sceneseg.models.simseq.params import SimSeqParams, parse
 from sceneseg.models.simseq.training import train as train_simseq
 
@@ -52,13 +52,14 @@ class SimSeqKind(ModelKind):
 
     def predict(self, model: SimSeqNet, config: dict, movies: list[Movie], device: torch.device,
                 batch_size: int | None = None, with_shipped: bool = True) -> dict[str, np.ndarray]:
-        """One whole movie at a time (``batch_size`` is not read)."""
+        """One whole movie at a time (``batch_size`` is not read), the logits :func:`sharpened`."""
         model.eval()
         out = {}
         with torch.no_grad():
             for m in movies:  # one whole movie at a time: the GRU sees all of it
                 x = torch.from_numpy(movie_features(m, config, with_shipped)).to(device)
-                out[m.imdb_id] = torch.sigmoid(model(x[None]))[0].double().cpu().numpy()
+                logits = sharpened(model(x[None])[0], float(config.get("sharpen", 0.0)))  # 0: older checkpoints
+                out[m.imdb_id] = torch.sigmoid(logits).double().cpu().numpy()
         return out
 
     def inputs_used(self, config: dict, movie: Movie) -> list[str]:

@@ -12,6 +12,19 @@ from sceneseg.models.simseq.features import n_features, tree_inputs
 from sceneseg.models.simseq.trees import TreeEnsemble
 
 
+def sharpened(logits: Tensor, strength: float) -> Tensor:
+    """[..., L] logits of consecutive transitions -> each plus ``strength`` times its excess over the
+    mean of its two neighbours (the edges repeated): a transition whose neighbours score as high as it
+    does loses, a peak gains. The similarity features of a cut spread over the transitions next to it,
+    so both readers score those too; this decoding takes the neighbours into account (chosen on
+    validation, bench/RESULTS_models.md). ``strength`` 0 returns the logits unchanged."""
+    if not strength or logits.shape[-1] < 2:
+        return logits
+    before = torch.cat([logits[..., :1], logits[..., :-1]], -1)
+    after = torch.cat([logits[..., 1:], logits[..., -1:]], -1)
+    return logits + strength * (logits - 0.5 * (before + after))
+
+
 class SimSeqNet(nn.Module):
     """[B, L, F] transition features -> [B, L] boundary logits."""
 

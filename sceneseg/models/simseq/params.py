@@ -40,6 +40,7 @@ class SimSeqParams:
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # of the conv layers
     batch_size: int = 64  # crops per training step, used when train.batch_size is null
     epochs: int = 20  # used when train.epochs is null
+    sharpen: float = 0.2  # each final logit minus this times how far its two neighbours' mean lies above it (0 = off)
 
 
 def validate(p: SimSeqParams, section: str = "simseq") -> None:
@@ -73,6 +74,7 @@ def validate(p: SimSeqParams, section: str = "simseq") -> None:
     check_range(f"{section}.tree_context", p.tree_context, 0, 64)
     check_range(f"{section}.bare_tree_fits", p.bare_tree_fits, 1, 100)
     check_range(f"{section}.bare_tree_features", p.bare_tree_features, 0, 1, lo_open=True)
+    check_range(f"{section}.sharpen", p.sharpen, 0, 10)
 
 
 def parse(raw: dict, source: str = "params.yaml", section: str = "simseq") -> SimSeqParams:

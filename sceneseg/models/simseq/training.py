@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from sceneseg.data.movies import Movie, missing_shipped, present_modalities
 from sceneseg.models.base import TrainData, Trained
 from sceneseg.models.simseq.features import movie_features, tree_inputs
-from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees
+from sceneseg.models.simseq.network import SimSeqNet, SimSeqTrees, sharpened
 from sceneseg.models.simseq.params import SimSeqParams
 from sceneseg.models.simseq.trees import TreeEnsemble
 from sceneseg.progress import progress as progress_bar
@@ -94,11 +94,13 @@ def _logits(net: SimSeqNet | SimSeqTrees, s: _Set, batch_transitions: int = 1 <<
     return out
 
 
-def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights) -> tuple[float, float, dict, dict]:
-    """Weighted loss and pooled AP over the masked transitions; per-movie labels and probabilities there."""
+def _loss_and_ap(net: SimSeqNet, s: _Set, class_weights, sharpen: float = 0.0) -> tuple[float, float, dict, dict]:
+    """Weighted loss and pooled AP over the masked transitions; per-movie labels and probabilities there
+    (the logits :func:`sharpened` by ``sharpen`` first, as the final model's predictions are)."""
     total, norm = 0.0, 0.0
     gt, prob = {}, {}
     for k, (i, logit) in enumerate(zip(s.ids, _logits(net, s))):
+        logit = sharpened(logit, sharpen)
         if not bool(torch.isfinite(logit).all()):
             raise ValueError(f"the model's outputs on movie {i} are not finite")
         a, b = _weighted_bce(logit, s.y[k], s.mask[k], class_weights)
@@ -234,7 +236,7 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
         print(f"train: {absent}: simseq reads the features alone")
     cfg = {"feature_dims": dims, "widths": list(p.widths), "cross_widths": list(p.cross_widths),
            "match_widths": list(p.match_widths), "use_shipped": p.use_shipped and not absent, "hidden": p.hidden,
-           "dropout": p.dropout, "temporal": p.temporal, "dilations": list(p.dilations)}
+           "dropout": p.dropout, "temporal": p.temporal, "dilations": list(p.dilations), "sharpen": p.sharpen}
     whole_val = data.windows["val"].movie_ids != data.windows["train"].movie_ids
     tr = _Set(train_movies, data.owned("train"), cfg, device)
     # window protocol: the val transitions lie in the train movies, whose features are computed once
@@ -350,10 +352,11 @@ def train(data: TrainData, p: SimSeqParams, common, device: torch.device, on_epo
         net, cfg = tree_fit.result(net)
         print(f"train: trees fitted in {tree_fit.seconds:.1f} s beside the network "
               f"(waited {time.perf_counter() - t_wait:.1f} s for them after the epochs)")
-    _, _, gt, prob = _loss_and_ap(net, va, cw)
+    # the epochs were chosen on the network's own logits; the final model's are sharpened
+    _, _, gt, prob = _loss_and_ap(net, va, cw, p.sharpen)
     ends = {m.imdb_id: np.asarray(m.shot_end_frame) for m in data.movies("val")}  # Miou: whole val movies
     threshold = choose_on_validation(common.threshold_metric, gt, prob, ends)
-    test_loss = _loss_and_ap(net, te, cw)[0]
+    test_loss = _loss_and_ap(net, te, cw, p.sharpen)[0]
     net.eval()
     return Trained(net, cfg, threshold, log.train_loss, log.val_loss, best_epoch, test_loss,
                    time.perf_counter() - t0, int(sum(m.sum().item() for m in tr.mask)),
