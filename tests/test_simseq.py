@@ -490,3 +490,41 @@ def test_predict_sharpens_by_the_checkpoints_strength_and_older_checkpoints_not(
     np.testing.assert_allclose(kind.predict(trained.model, older, [m], CPU)[m.imdb_id], 1 / (1 + np.exp(-logit)),
                                rtol=1e-5)
     assert not np.allclose(got, 1 / (1 + np.exp(-logit)), rtol=1e-3)
+
+
+def test_the_validation_loss_and_ap_by_hand(data, params):
+    """The loss is the class-weighted BCE over the masked transitions of all movies together (one weighted
+    mean, not a mean of per-movie means), the AP pooled over them; a non-finite output names its movie."""
+    from sklearn.metrics import average_precision_score
+
+    _, own = tiny(params, "simseq", tree_iters=0)
+    cfg, tr = _tree_set(data, own)
+    torch.manual_seed(0)
+    net = SimSeqNet(cfg).eval()
+    loss, ap, gt, prob = REAL_LOSS_AND_AP(net, tr, (1.0, 3.0))
+    num, den, ys, ps = 0.0, 0.0, [], []
+    with torch.no_grad():
+        for x, y, m in zip(tr.x, tr.y, tr.mask):
+            logit = net(x[None])[0].double()
+            sel = m.bool()
+            w = torch.where(y > 0.5, 3.0, 1.0).double()[sel]
+            p = torch.sigmoid(logit[sel])
+            yy = y.double()[sel]
+            num += float((-(yy * torch.log(p) + (1 - yy) * torch.log1p(-p)) * w).sum())
+            den += float(w.sum())
+            ys.append(yy.numpy() > 0.5)
+            ps.append(p.numpy())
+    assert loss == pytest.approx(num / den, rel=1e-5) and loss > 0
+    assert ap == pytest.approx(average_precision_score(np.concatenate(ys), np.concatenate(ps)), abs=1e-6)
+    assert list(gt) == tr.ids and all(len(gt[i]) == len(prob[i]) for i in gt)
+    # validation without a single boundary: AP 0 (nothing to find), not 1
+    from types import SimpleNamespace
+    none = SimpleNamespace(ids=tr.ids, x=tr.x, y=[torch.zeros_like(y) for y in tr.y], mask=tr.mask)
+    assert REAL_LOSS_AND_AP(net, none, (1.0, 3.0))[1] == 0.0
+
+    class Broken(SimSeqNet):
+        def forward(self, x, lengths=None):
+            return torch.full(x.shape[:2], float("nan"))
+
+    with pytest.raises(ValueError, match=f"^the model's outputs on movie {tr.ids[0]} are not finite$"):
+        REAL_LOSS_AND_AP(Broken(cfg), tr, (1.0, 3.0))
