@@ -13,7 +13,8 @@ without gain; the shipped input is dropped at random (``shipped_dropout``), so t
 works on movies without it. Then ``tree_iters`` gradient-boosted trees are fitted on the same
 similarity columns of each transition and its ``tree_context`` neighbours, once with the shipped
 input and, without it, ``bare_tree_fits`` times on random shares of the columns (averaged), and kept
-as tensors (:mod:`sceneseg.models.simseq.trees`). How it compares with
+as tensors (:mod:`sceneseg.models.simseq.trees`). The average is decoded with its neighbours
+(``sharpen``: :func:`sceneseg.models.simseq.network.sharpened`) before the threshold. How it compares with
 the boosted and stacked references on realistic sets: ``bench/bench_models.py``.
 """
 

@@ -1,6 +1,7 @@
 """SimSeq's network: transition features -> boundary logits, through a width-5 convolution and a
 bidirectional GRU (or LSTM, or residual dilated convolutions), the shipped logit wired to the output; and
-the average, in log-odds, of that network and the boosted trees."""
+the average, in log-odds, of that network and the boosted trees; and the decoding of the final logits
+with their neighbours (:func:`sharpened`)."""
 
 from __future__ import annotations
 
