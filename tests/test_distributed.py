@@ -7,20 +7,26 @@ above them take about 10 s: `pytest tests/test_distributed.py -k "not launch and
 and not rank and not stage"`.
 """
 
+import copy
 import dataclasses
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from conftest import bank_and_windows, sharp_model, tiny_config, tiny_movie
 from sceneseg.config import load_params, parse_params
 from sceneseg.data.synthetic import SyntheticSpec
+from sceneseg.models.lgss.training import sharded_step, window_loss
 from sceneseg.models.registry import get_model
-from sceneseg.training.distributed import Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous
+from sceneseg.training.distributed import (Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous,
+                                           sharded_backward)
 from test_models import make_data, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +95,139 @@ def test_shards_cover_a_batch_once_in_order():
     shards = [Dist(r, 3, CPU).shard(rows) for r in range(3)]
     assert [s.tolist() for s in shards] == [[0, 1, 2], [3, 4], [5, 6]]
     assert Dist(2, 3, CPU).shard(np.arange(2)).tolist() == []  # fewer rows than ranks: an empty shard
+
+
+class Collective:
+    """An all-reduce between threads of this process: each rank's tensor summed in rank order."""
+
+    def __init__(self, n: int):
+        self.barrier = threading.Barrier(n, timeout=60)
+        self.slots: list[torch.Tensor | None] = [None] * n
+
+    def all_reduce(self, rank: int, t: torch.Tensor) -> None:
+        self.slots[rank] = t.detach().clone()
+        self.barrier.wait()
+        total = self.slots[0].clone()
+        for s in self.slots[1:]:
+            total += s
+        self.barrier.wait()  # every rank has read the slots before the next call writes them
+        t.copy_(total)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadDist(Dist):
+    """Dist whose ranks are threads: the real ``sum``, ``sum_grads`` and ``shard``, in one process
+    (so mutation testing sees them; the two-process tests spawn their ranks)."""
+
+    group: Collective | None = None
+
+    def all_reduce(self, t: torch.Tensor) -> None:
+        self.group.all_reduce(self.rank, t)
+
+
+def run_ranks(n: int, fn) -> list:
+    """``fn(dist)`` on ``n`` thread ranks sharing one Collective; their results in rank order."""
+    group, out, errors = Collective(n), [None] * n, []
+
+    def body(k: int) -> None:
+        try:
+            out[k] = fn(ThreadDist(k, n, CPU, group))
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(e)
+            group.barrier.abort()
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+class Net(torch.nn.Module):
+    """A linear layer, a parameter the loss never reaches and a frozen one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2).double()
+        self.unused = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        self.frozen = torch.nn.Parameter(torch.ones(2, dtype=torch.float64), requires_grad=False)
+
+
+def test_sharded_backward_on_thread_ranks_gives_the_one_process_gradients():
+    """7 rows over 2, 3 and 8 ranks (the last: one rank without rows, whose loss must not be
+    called): every replica ends with the gradient of the whole batch's weighted mean, stale
+    gradients cleared, zeros for a parameter the loss never reaches, none for a frozen one, no
+    step taken; every rank returns the whole batch's (loss sum, weight sum)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 0, 1, 1, 0])
+    cw = torch.tensor([0.5, 5.0], dtype=torch.float64)
+    torch.manual_seed(0)
+    base = Net()
+
+    def loss_of(model: Net, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        assert len(rows) > 0, "the loss of a rank without rows must not be computed"
+        r = torch.from_numpy(rows)
+        return F.cross_entropy(model.lin(x[r]), y[r], weight=cw, reduction="sum"), cw[y[r]].sum()
+
+    ref = copy.deepcopy(base)
+    s, w = loss_of(ref, np.arange(7))
+    (s / w).backward()
+    assert w.item() == pytest.approx(0.5 * 4 + 5.0 * 3)
+    for n in (2, 3, 8):
+        replicas = [copy.deepcopy(base) for _ in range(n)]
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in replicas]
+        for m in replicas:
+            for p in m.parameters():
+                p.grad = torch.full_like(p, 9.0)  # stale: must not leak into the step
+
+        def rank(d: Dist, replicas=replicas, opts=opts):
+            mine = d.shard(np.arange(7))
+            m = replicas[d.rank]
+            return sharded_backward(lambda: loss_of(m, mine), len(mine) > 0, opts[d.rank], m.parameters(), d)
+
+        for total, norm in run_ranks(n, rank):
+            assert total == pytest.approx(s.item(), rel=1e-12) and norm == pytest.approx(w.item(), rel=1e-12)
+        for m in replicas:
+            torch.testing.assert_close(m.lin.weight.grad, ref.lin.weight.grad, rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(m.lin.bias.grad, ref.lin.bias.grad, rtol=1e-12, atol=1e-15)
+            assert torch.equal(m.unused.grad, torch.zeros(3, dtype=torch.float64))
+            assert m.frozen.grad is None  # cleared by the optimiser, and no part of the sums
+            assert torch.equal(m.lin.weight, base.lin.weight)  # the caller steps
+
+
+def test_thread_ranks_sum_in_float64():
+    out = run_ranks(3, lambda d: d.sum(float(d.rank), 0.1, 1e16))
+    assert out == [[3.0, pytest.approx(0.3, rel=1e-15), 3e16]] * 3
+
+
+def test_sharded_lgss_step_on_thread_ranks_is_the_one_process_step():
+    """LGSS's data-parallel step (2 and 3 ranks, 7 windows): the gradients and the step of one
+    process on all 7 windows, and the same class-weighted mean loss on every rank."""
+    movies = [tiny_movie(f"tt{i:07d}", 24, seed=i) for i in range(2)]
+    bank, w = bank_and_windows(movies, 5)
+    rows = np.array([3, 0, 6, 1, 5, 2, 4])
+    weight = torch.tensor([0.5, 5.0])
+    base = sharp_model(tiny_config())
+    one = copy.deepcopy(base)
+    opt = torch.optim.SGD(one.parameters(), lr=0.05)
+    loss = window_loss(one, bank, w, rows, weight)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    for n in (2, 3):
+        replicas = [copy.deepcopy(base) for _ in range(n)]
+        opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in replicas]
+        losses = run_ranks(n, lambda d, r=replicas, o=opts: sharded_step(r[d.rank], o[d.rank], bank, w, rows, weight, d))
+        assert losses == [pytest.approx(loss.item(), rel=1e-6)] * n
+        for m in replicas:
+            for (name, p), q in zip(m.named_parameters(), one.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+                torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=name)
+            assert not torch.equal(m.heads["place"].fc2.weight, base.heads["place"].fc2.weight)
 
 
 def test_world_size_is_validated_for_every_model():

@@ -132,6 +132,11 @@ class Dist:
     world_size: int
     device: torch.device
 
+    def all_reduce(self, t: torch.Tensor) -> None:
+        """``t`` summed over all ranks, in place (the one collective that :meth:`sum` and
+        :meth:`sum_grads` use; tests replace it to run ranks as threads of one process)."""
+        torch.distributed.all_reduce(t)
+
     def shard(self, rows: np.ndarray) -> np.ndarray:
         """This rank's contiguous share of ``rows`` (sizes differ by at most one; may be empty)."""
         return np.array_split(rows, self.world_size)[self.rank]
@@ -139,7 +144,7 @@ class Dist:
     def sum(self, *values: float) -> list[float]:
         """Each value summed over all ranks (float64)."""
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
+        self.all_reduce(t)
         return t.tolist()
 
     def gather(self, obj: object) -> list | None:
@@ -153,7 +158,7 @@ class Dist:
         (a parameter without a gradient on this rank, e.g. its shard was empty, counts as zero)."""
         params = [p for p in params if p.requires_grad]
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-        torch.distributed.all_reduce(flat)
+        self.all_reduce(flat)
         offset = 0
         for p in params:
             p.grad = flat[offset:offset + p.numel()].view_as(p)
