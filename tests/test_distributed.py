@@ -164,9 +164,13 @@ def test_sharded_backward_on_thread_ranks_gives_the_one_process_gradients():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 4, generator=g, dtype=torch.float64)
     y = torch.tensor([0, 1, 0, 0, 1, 1, 0])
-    cw = torch.tensor([0.5, 5.0], dtype=torch.float64)
     torch.manual_seed(0)
     base = Net()
+    for weights in ([0.5, 5.0], [0.005, 0.05]):  # the second: a batch whose weight sum is below 1
+        _check_sharded_backward(base, x, y, torch.tensor(weights, dtype=torch.float64))
+
+
+def _check_sharded_backward(base: Net, x: torch.Tensor, y: torch.Tensor, cw: torch.Tensor) -> None:
 
     def loss_of(model: Net, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         assert len(rows) > 0, "the loss of a rank without rows must not be computed"
@@ -176,7 +180,7 @@ def test_sharded_backward_on_thread_ranks_gives_the_one_process_gradients():
     ref = copy.deepcopy(base)
     s, w = loss_of(ref, np.arange(7))
     (s / w).backward()
-    assert w.item() == pytest.approx(0.5 * 4 + 5.0 * 3)
+    assert w.item() == pytest.approx(cw[0].item() * 4 + cw[1].item() * 3)
     for n in (2, 3, 8):
         replicas = [copy.deepcopy(base) for _ in range(n)]
         opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in replicas]
@@ -205,8 +209,9 @@ def test_thread_ranks_sum_in_float64():
 
 
 def test_sharded_lgss_step_on_thread_ranks_is_the_one_process_step():
-    """LGSS's data-parallel step (2 and 3 ranks, 7 windows): the gradients and the step of one
-    process on all 7 windows, and the same class-weighted mean loss on every rank."""
+    """LGSS's data-parallel step (7 windows over 2, 3, 4 and 8 ranks: shards of one window and
+    none): the gradients and the step of one process on all 7 windows, and the same class-weighted
+    mean loss on every rank."""
     movies = [tiny_movie(f"tt{i:07d}", 24, seed=i) for i in range(2)]
     bank, w = bank_and_windows(movies, 5)
     rows = np.array([3, 0, 6, 1, 5, 2, 4])
@@ -218,7 +223,7 @@ def test_sharded_lgss_step_on_thread_ranks_is_the_one_process_step():
     opt.zero_grad()
     loss.backward()
     opt.step()
-    for n in (2, 3):
+    for n in (2, 3, 4, 8):
         replicas = [copy.deepcopy(base) for _ in range(n)]
         opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in replicas]
         losses = run_ranks(n, lambda d, r=replicas, o=opts: sharded_step(r[d.rank], o[d.rank], bank, w, rows, weight, d))
