@@ -257,6 +257,30 @@ def test_the_key_changes_with_params_data_and_device(tmp_path):
     assert len(keys) == 5
 
 
+def test_the_code_digest_covers_the_whole_package(tmp_path):
+    """A state saved before an edit to a model's or the data code is not resumed: the digest reads
+    every .py file of sceneseg/, not only sceneseg/training/ (where resume.py lives since the
+    layout moved it; until then it read only that folder)."""
+    import shutil
+
+    import sceneseg
+
+    package = Path(sceneseg.__file__).resolve().parent
+    assert resume.code_digest() == resume.code_digest(package)
+    copy = tmp_path / "sceneseg"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = resume.code_digest(copy)
+    assert before == resume.code_digest()
+    for rel in ("models/lgss/training.py", "data/movies.py", "training/loop.py"):
+        with open(copy / rel, "a") as f:
+            f.write("# edited\n")
+        after = resume.code_digest(copy)
+        assert after != before, rel
+        before = after
+    (copy / "notes.txt").write_text("not code")
+    assert resume.code_digest(copy) == before
+
+
 @dataclasses.dataclass(frozen=True)
 class Rank(resume.Dist):
     """Rank ``rank`` of a group whose other ranks' generators are ``others`` (no processes)."""

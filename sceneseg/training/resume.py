@@ -57,9 +57,12 @@ def data_digest(movies_dir: Path, split_file: Path, windows_dir: Path) -> str:
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
 
-def code_digest() -> str:
-    """The content hash of this package's source (training code, models, data loading)."""
-    package = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # sceneseg/
+
+
+def code_digest(package: Path = PACKAGE) -> str:
+    """The content hash of the whole package's source (training code, models, data loading):
+    a state saved by other code is not resumed."""
     return digest_files(package.rglob("*.py"), root=package)
 
 
