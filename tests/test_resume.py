@@ -264,7 +264,7 @@ def test_the_key_changes_with_params_data_and_device(tmp_path):
 def test_the_code_digest_covers_the_whole_package(tmp_path):
     """A state saved before an edit to a model's or the data code is not resumed: the digest reads
     every .py file of sceneseg/, not only sceneseg/training/ (where resume.py lives since the
-    layout moved it; until then it read only that folder)."""
+    layout move; from that move until this test it read only that folder)."""
     import shutil
 
     import sceneseg

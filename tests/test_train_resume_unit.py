@@ -137,11 +137,8 @@ class OneProcess(Dist):
     def shard(self, rows: np.ndarray) -> np.ndarray:
         return rows
 
-    def sum(self, *values: float) -> list[float]:
-        return list(values)
-
-    def sum_grads(self, params) -> None:
-        pass
+    def all_reduce(self, t: torch.Tensor) -> None:
+        pass  # the real sum and sum_grads, over a group of one
 
     def gather(self, obj: object) -> list | None:
         return [obj] if self.rank == 0 else None
@@ -170,18 +167,16 @@ def test_the_data_parallel_step_on_one_process_is_the_plain_step(data):
 
 
 class SecondRank(Dist):
-    """Rank 1 of 2 in one process: the other rank's loss sums and gradients are given."""
+    """Rank 1 of 2 in one process: the other rank's loss sums and gradients are given, added by
+    the real ``sum`` and ``sum_grads`` through ``all_reduce`` (sums first, then the flat gradients)."""
 
     def __init__(self, other_sums: list[float], other_grads: list[torch.Tensor]) -> None:
         super().__init__(1, 2, CPU)
-        object.__setattr__(self, "other", (other_sums, other_grads))
+        object.__setattr__(self, "other", [torch.tensor(other_sums, dtype=torch.float64),
+                                           torch.cat([g.reshape(-1) for g in other_grads])])
 
-    def sum(self, *values: float) -> list[float]:
-        return [v + o for v, o in zip(values, self.other[0])]
-
-    def sum_grads(self, params) -> None:
-        for p, g in zip([p for p in params if p.requires_grad], self.other[1]):
-            p.grad = g.clone() if p.grad is None else p.grad + g
+    def all_reduce(self, t: torch.Tensor) -> None:
+        t += self.other.pop(0)
 
 
 def test_a_rank_with_an_empty_shard_takes_the_step_of_the_others(data):
