@@ -1,11 +1,8 @@
 """Resume: a train stage interrupted (SIGINT, SIGTERM, SIGKILL) and rerun ends bit for bit where an
-uninterrupted run ends; the store's key, fresh starts, damaged states and failed saves."""
+uninterrupted run ends, for one process and two (the store alone: test_resume_store.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import hashlib
 import json
 import os
 import runpy
@@ -21,8 +18,6 @@ import torch
 import yaml
 from test_pipeline import tiny_params
 
-from sceneseg.training import resume
-from sceneseg.training.resume import ResumeStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
@@ -184,161 +179,3 @@ def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_result(data
 
 # --- the store on its own -------------------------------------------------------------------------
 
-PARTS = {"train params": "a", "simseq params": "b", "data": "c", "code": "d", "device": "cpu"}
-
-
-def _objects() -> tuple[torch.nn.Linear, torch.optim.Optimizer, np.random.Generator]:
-    torch.manual_seed(0)
-    net = torch.nn.Linear(3, 2)
-    opt = torch.optim.Adam(net.parameters(), lr=0.1)
-    net(torch.ones(1, 3)).sum().backward()
-    opt.step()
-    return net, opt, np.random.default_rng(5)
-
-
-def test_a_saved_state_restores_weights_optimiser_and_every_generator(tmp_path, capsys):
-    store = ResumeStore(tmp_path, PARTS)
-    net, opt, rng = _objects()
-    rng.random(3)
-    store.save(2, {"net": net, "opt": opt}, {"rng": rng}, {"train_loss": [1.0, 0.5]})
-    expected = (rng.random(4), np.random.random(2), torch.rand(2), __import__("random").random())
-    assert torch.load(store.state_file, weights_only=True)["epoch"] == 2  # plain tensors and builtins
-
-    net2, opt2, rng2 = torch.nn.Linear(3, 2), None, np.random.default_rng(99)
-    opt2 = torch.optim.Adam(net2.parameters(), lr=0.1)
-    done = ResumeStore(tmp_path, PARTS).restore({"net": net2, "opt": opt2}, {"rng": rng2}, epochs=10)
-    assert (done.epoch, done.history, done.last) == (2, {"train_loss": [1.0, 0.5]}, False)
-    assert torch.equal(net2.weight, net.weight)
-    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    again = (rng2.random(4), np.random.random(2), torch.rand(2), __import__("random").random())
-    assert np.array_equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
-    assert torch.equal(again[2], expected[2]) and again[3] == expected[3]
-    assert f"train: resuming after epoch 2 of 10 (state in {store.state_file})" in capsys.readouterr().out
-    store.clear()
-    assert not store.dir.exists()
-
-
-def test_a_state_of_another_run_is_ignored_and_the_line_says_what_changed(tmp_path, capsys):
-    net, opt, rng = _objects()
-    ResumeStore(tmp_path, PARTS).save(3, {"net": net}, {}, {})
-    other = ResumeStore(tmp_path, {**PARTS, "train params": "changed", "data": "new"})
-    assert other.restore({"net": net}, {}, epochs=5) is None
-    out = capsys.readouterr().out
-    assert "train: starting afresh" in out and "(train params, data changed)" in out
-    assert other.interrupted_message() == (
-        "interrupted during epoch 1; no epoch had finished, so the next run starts afresh")
-
-
-def test_a_damaged_state_starts_afresh(tmp_path, capsys):
-    store = ResumeStore(tmp_path, PARTS)
-    store.dir.mkdir(parents=True)
-    store.state_file.write_bytes(b"not a state")
-    assert store.restore({}, {}, epochs=3) is None
-    assert "cannot be used" in capsys.readouterr().out
-
-
-def test_the_key_changes_with_params_data_and_device(tmp_path):
-    (tmp_path / "movies").mkdir()
-    (tmp_path / "windows").mkdir()
-    (tmp_path / "movies/a.npy").write_bytes(b"1")
-    (tmp_path / "split.json").write_text("{}")
-    data = resume.data_digest(tmp_path / "movies", tmp_path / "split.json", tmp_path / "windows")
-    # by hand: sha256 of each part's file names and bytes, then of the three digests joined by spaces
-    parts = [hashlib.sha256(b"a.npy\0" + b"1" + b"\0").hexdigest(),
-             hashlib.sha256(b"split.json\0" + b"{}" + b"\0").hexdigest(), hashlib.sha256(b"").hexdigest()]
-    assert data == hashlib.sha256(" ".join(parts).encode()).hexdigest()
-    base = resume.key_parts({"train": {"lr": 0.1}}, data, "c0de" * 16, "cpu")
-    assert base == {"train params": hashlib.sha256(b'{"lr": 0.1}').hexdigest()[:16], "data": data[:16],
-                    "code": "c0dec0dec0dec0de", "device": "cpu"}
-    (tmp_path / "movies/a.npy").write_bytes(b"2")
-    changed = resume.data_digest(tmp_path / "movies", tmp_path / "split.json", tmp_path / "windows")
-    assert changed != data
-    keys = {ResumeStore(tmp_path, p).key for p in (
-        base, resume.key_parts({"train": {"lr": 0.2}}, data, "c0de" * 16, "cpu"),
-        resume.key_parts({"train": {"lr": 0.1}}, changed, "c0de" * 16, "cpu"),
-        resume.key_parts({"train": {"lr": 0.1}}, data, "c0de" * 16, "cuda:0"),
-        resume.key_parts({"train": {"lr": 0.1}}, data, "c0df" * 16, "cpu"))}
-    assert len(keys) == 5
-
-
-def test_the_code_digest_covers_the_whole_package(tmp_path):
-    """A state saved before an edit to a model's or the data code is not resumed: the digest reads
-    every .py file of sceneseg/, not only sceneseg/training/ (where resume.py lives since the
-    layout move; from that move until this test it read only that folder)."""
-    import shutil
-
-    import sceneseg
-
-    package = Path(sceneseg.__file__).resolve().parent
-    assert resume.code_digest() == resume.code_digest(package)
-    copy = tmp_path / "sceneseg"
-    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    before = resume.code_digest(copy)
-    assert before == resume.code_digest()
-    for rel in ("models/lgss/training.py", "data/movies.py", "training/loop.py"):
-        with open(copy / rel, "a") as f:
-            f.write("# edited\n")
-        after = resume.code_digest(copy)
-        assert after != before, rel
-        before = after
-    (copy / "notes.txt").write_text("not code")
-    assert resume.code_digest(copy) == before
-
-
-@dataclasses.dataclass(frozen=True)
-class Rank(resume.Dist):
-    """Rank ``rank`` of a group whose other ranks' generators are ``others`` (no processes)."""
-
-    others: tuple = ()
-
-    def gather(self, obj):
-        return [obj, *self.others] if self.rank == 0 else None
-
-
-def test_each_rank_restores_its_own_generators(tmp_path, capsys):
-    """Rank 0 writes every rank's global generators; rank 1 restores its own, not rank 0's; a run
-    with another number of processes starts afresh."""
-    cpu = torch.device("cpu")
-    torch.manual_seed(11)
-    rank1 = resume.global_rng_state()
-    assert ResumeStore(tmp_path, PARTS).save(1, {}, {}, {}, dist=Rank(1, 2, cpu)) is None
-    assert not ResumeStore(tmp_path, PARTS).state_file.exists()  # a rank above 0 writes nothing
-    torch.manual_seed(10)
-    ResumeStore(tmp_path, PARTS).save(1, {}, {}, {}, dist=Rank(0, 2, cpu, others=(rank1,)))
-    torch.manual_seed(10)
-    expected = {0: torch.rand(3)}
-    torch.manual_seed(11)
-    expected[1] = torch.rand(3)
-    for rank in (1, 0):
-        torch.manual_seed(99)
-        assert ResumeStore(tmp_path, PARTS).restore({}, {}, epochs=3, dist=Rank(rank, 2, cpu)).epoch == 1
-        assert torch.equal(torch.rand(3), expected[rank]), rank
-    assert ResumeStore(tmp_path, PARTS).restore({}, {}, epochs=3) is None
-    assert "cannot be used" in capsys.readouterr().out
-
-
-def test_the_interruption_line_reads_a_state_that_another_process_saved(tmp_path):
-    """Data-parallel: the ranks save in their processes; the stage's own store says what is on disk."""
-    net, _, _ = _objects()
-    ResumeStore(tmp_path, PARTS).save(3, {"net": net}, {}, {})
-    assert ResumeStore(tmp_path, PARTS).interrupted_message() == (
-        "interrupted during epoch 4; the state of epoch 3 is saved, run dvc repro to resume")
-    ResumeStore(tmp_path, PARTS).save(5, {"net": net}, {}, {}, last=True)
-    assert ResumeStore(tmp_path, PARTS).interrupted_message() == (
-        "interrupted after the last epoch (5); its state is saved, run dvc repro to finish")
-
-
-def test_a_failed_save_is_said_once_and_training_goes_on(tmp_path, capsys, monkeypatch):
-    store = ResumeStore(tmp_path, PARTS)
-    net, _, _ = _objects()
-
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(resume.torch, "save", full)
-    store.save(1, {"net": net}, {}, {})
-    store.save(2, {"net": net}, {}, {})
-    out = capsys.readouterr().out
-    assert out.count("cannot save the resume state") == 1 and "No space left on device" in out
-    assert not list(store.dir.glob("*.tmp")) and not store.state_file.exists()
-    assert store.saved_epoch == 0

@@ -528,3 +528,34 @@ def test_the_validation_loss_and_ap_by_hand(data, params):
 
     with pytest.raises(ValueError, match=f"^the model's outputs on movie {tr.ids[0]} are not finite$"):
         REAL_LOSS_AND_AP(Broken(cfg), tr, (1.0, 3.0))
+
+
+def test_training_builds_the_network_and_features_its_params_name(data, params):
+    """``simseq.temporal``, ``dilations``, ``match_widths`` and ``hidden`` reach the saved config and the
+    network: residual convolutions of those dilations, the best-match columns in the input (a key
+    dropped on the way would leave the defaults in silently)."""
+    common, own = tiny(params, "simseq", epochs=1, tree_iters=0, temporal="conv", dilations=[1, 3],
+                       match_widths=[2], hidden=12)
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False)
+    cfg, net = trained.config, trained.model
+    assert (cfg["temporal"], cfg["dilations"], cfg["match_widths"], cfg["hidden"]) == ("conv", [1, 3], [2], 12)
+    assert isinstance(net, SimSeqNet) and net.temporal == "conv" and not hasattr(net, "gru")
+    assert [c.dilation for c in net.dilated] == [(1,), (3,)] and net.inp[0].out_features == 12
+    without = {**cfg, "match_widths": []}
+    assert net.inp[0].in_features == n_features(cfg) == n_features(without) + 2 * (n_base(cfg) - n_base(without))
+    assert n_base(cfg) > n_base(without)
+
+
+def test_a_modality_no_movie_has_is_left_out_and_said(data, params, capsys):
+    """Movies without cast (as videos give): the network reads the other modalities, and the log says so
+    with the key to change."""
+    bare = dataclasses.replace(data, _movies={})
+    for name in ("train", "test"):
+        for m in data.movies(name):
+            feats = {k: v for k, v in m.features.items() if k != "cast"}
+            bare._movies[m.imdb_id] = dataclasses.replace(m, features=feats)
+    common, own = tiny(params, "simseq", epochs=1, tree_iters=0, modalities=["place", "cast", "action"])
+    trained = get_model("simseq").train(bare, own, common, CPU, progress=False)
+    assert list(trained.config["feature_dims"]) == ["place", "action"]
+    assert "train: simseq.modalities: ['cast'] absent from the movies, using ['place', 'action']\n" in \
+        capsys.readouterr().out
