@@ -559,3 +559,99 @@ def test_a_modality_no_movie_has_is_left_out_and_said(data, params, capsys):
     assert list(trained.config["feature_dims"]) == ["place", "action"]
     assert "train: simseq.modalities: ['cast'] absent from the movies, using ['place', 'action']\n" in \
         capsys.readouterr().out
+
+
+def test_standardisation_class_weights_and_weight_decay_reach_the_trained_network(data, params):
+    """The input standardisation is each feature column's mean and standard deviation (floored at 1e-3)
+    over the training transitions the train windows own; the shipped logit's over those that have it;
+    its flag left as is. The validation loss weighs the classes by ``simseq.class_weights``, and
+    ``simseq.weight_decay`` reaches the optimiser."""
+    common, own = tiny(params, "simseq", epochs=1, tree_iters=0, class_weights=[0.7, 4.0])
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False)
+    net = trained.model
+    tr = simseq._Set(data.movies("train"), data.owned("train"), trained.config, CPU)
+    seen = torch.cat([x[m.bool()] for x, m in zip(tr.x, tr.mask)])
+    assert len(seen) == sum(int(m.sum()) for m in data.owned("train").values()) and bool((seen[:, -1] == 1).all())
+    torch.testing.assert_close(net.mean[:-2], seen[:, :-2].mean(0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(net.std[:-2], seen[:, :-2].std(0).clamp_min(1e-3), rtol=1e-6, atol=0)
+    assert float(seen[:, :-2].std(0).min()) < 1.0  # similarity columns: a floor near 1 would show
+    torch.testing.assert_close(net.mean[-2:], torch.stack([seen[:, -2].mean(), torch.tensor(0.0)]), rtol=1e-6, atol=0)
+    torch.testing.assert_close(net.std[-2:], torch.stack([seen[:, -2].std(), torch.tensor(1.0)]), rtol=1e-6, atol=0)
+    va = simseq._Set(data.movies("train"), data.owned("val"), trained.config, CPU)
+    assert REAL_LOSS_AND_AP(net, va, (0.7, 4.0))[0] == pytest.approx(trained.val_loss[0], rel=1e-9)
+    assert REAL_LOSS_AND_AP(net, va, (4.0, 4.0))[0] != pytest.approx(trained.val_loss[0], rel=1e-3)
+    decayed = get_model("simseq").train(data, dataclasses.replace(own, weight_decay=0.5), common, CPU, progress=False)
+    assert decayed.val_loss[0] != pytest.approx(trained.val_loss[0], rel=1e-6)
+
+
+def test_each_epochs_training_loss_is_the_weighted_mean_over_its_batches(data, params, monkeypatch):
+    """An epoch's training loss is the sum of its batches' class-weighted losses over the sum of their
+    weights (one weighted mean of the epoch, not a mean of batch means), started afresh each epoch."""
+    batches, real = [], simseq._weighted_bce
+
+    def spy(logits, y, mask, cw):
+        s, w = real(logits, y, mask, cw)
+        if logits.requires_grad:  # a training batch (validation runs without gradients)
+            batches[-1].append((s.item(), w.item()))
+        return s, w
+
+    monkeypatch.setattr(simseq, "_weighted_bce", spy)
+    common, own = tiny(params, "simseq", epochs=3, tree_iters=0)
+    batches.append([])
+    trained = get_model("simseq").train(data, own, common, CPU, progress=False,
+                                        on_epoch=lambda e, losses: batches.append([]))
+    per_epoch = batches[:-1]
+    assert len(per_epoch) == 3 and all(len(b) > 1 for b in per_epoch)
+    assert trained.train_loss == [sum(s for s, _ in b) / sum(w for _, w in b) for b in per_epoch]
+
+
+def test_shipped_dropout_zeroes_the_shipped_logit_and_flag_and_nothing_else(data, params, monkeypatch):
+    """All crops dropped against none (the same crops: the draws are made either way): the similarity
+    columns the network reads are the same, the last two (shipped logit and flag) zero."""
+    real, seen = SimSeqNet.forward, {}
+
+    def recording(self, x, lengths=None):
+        if self.training:
+            seen[key].append(torch.cat([x[r, :n] for r, n in enumerate(lengths.tolist())]).detach().clone())
+        return real(self, x, lengths)
+
+    monkeypatch.setattr(SimSeqNet, "forward", recording)
+    for key in (0.0, 1.0):
+        seen[key] = []
+        common, own = tiny(params, "simseq", epochs=1, tree_iters=0, crop_len=8, shipped_dropout=key)
+        get_model("simseq").train(data, own, common, CPU, progress=False)
+    kept, dropped = torch.cat(seen[0.0]), torch.cat(seen[1.0])
+    assert kept.shape == dropped.shape and bool((kept[:, -1] == 1).all())
+    assert torch.equal(dropped[:, :-2], kept[:, :-2]) and bool((dropped[:, -2:] == 0).all())
+
+
+def test_a_step_follows_the_gradient_of_its_batchs_weighted_mean_loss(data, params, monkeypatch):
+    """The first optimiser step reads the gradient of the batch's class-weighted mean loss (sum over
+    weight sum), here with class weights whose sums stay below 1, and no stale gradient."""
+    opts, ref, steps = [], [], []
+    real = simseq._weighted_bce
+
+    class Recording(torch.optim.AdamW):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            opts.append(self)
+
+        def step(self, closure=None):
+            if not steps:
+                steps.append([p.grad.clone() for p in self.param_groups[0]["params"]])
+            return super().step(closure)
+
+    def spy(logits, y, mask, cw):
+        s, w = real(logits, y, mask, cw)
+        if logits.requires_grad and not ref:
+            assert float(w) < 1.0
+            ref.append(torch.autograd.grad(s / w, opts[0].param_groups[0]["params"], retain_graph=True))
+        return s, w
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    monkeypatch.setattr(simseq, "_weighted_bce", spy)
+    common, own = tiny(params, "simseq", epochs=1, tree_iters=0, crop_len=8, class_weights=[0.005, 0.015])
+    get_model("simseq").train(data, own, common, CPU, progress=False)
+    assert len(steps[0]) == len(ref[0]) > 5
+    for got, want in zip(steps[0], ref[0]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
