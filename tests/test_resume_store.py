@@ -175,3 +175,20 @@ def test_a_failed_save_is_said_once_and_training_goes_on(tmp_path, capsys, monke
     assert out.count("cannot save the resume state") == 1 and "No space left on device" in out
     assert not list(store.dir.glob("*.tmp")) and not store.state_file.exists()
     assert store.saved_epoch == 0
+
+
+def test_the_data_digest_reads_paths_inside_the_movies_folder(tmp_path):
+    """Movies are folders of same-named files: a movie folder renamed (another id, the same bytes, the
+    same order) changes the digest: names are hashed relative to the folder, not as bare file names."""
+    for d in ("movies/tt1", "movies/tt2", "windows"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "movies/tt1/labels.npy").write_bytes(b"a")
+    (tmp_path / "movies/tt2/labels.npy").write_bytes(b"b")
+    (tmp_path / "split.json").write_text("{}")
+
+    def digest() -> str:
+        return resume.data_digest(tmp_path / "movies", tmp_path / "split.json", tmp_path / "windows")
+
+    before = digest()
+    (tmp_path / "movies/tt1").rename(tmp_path / "movies/tt0")
+    assert digest() != before
