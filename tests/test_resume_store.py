@@ -116,6 +116,8 @@ def test_the_code_digest_covers_the_whole_package(tmp_path):
         before = after
     (copy / "notes.txt").write_text("not code")
     assert resume.code_digest(copy) == before
+    (copy / "models" / "lgss").rename(copy / "models" / "lgss2")  # the same files in the same order, moved
+    assert resume.code_digest(copy) != before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,3 +194,10 @@ def test_the_data_digest_reads_paths_inside_the_movies_folder(tmp_path):
     before = digest()
     (tmp_path / "movies/tt1").rename(tmp_path / "movies/tt0")
     assert digest() != before
+
+
+def test_the_key_does_not_depend_on_the_order_of_params_keys():
+    """params.yaml with its keys reordered (or a section read in another order) is the same run."""
+    a = resume.key_parts({"train": {"lr": 0.1, "epochs": 3}, "simseq": {"hidden": 8}}, "d" * 64, "c" * 64, "cpu")
+    b = resume.key_parts({"simseq": {"hidden": 8}, "train": {"epochs": 3, "lr": 0.1}}, "d" * 64, "c" * 64, "cpu")
+    assert a == b and ResumeStore(Path("/x"), a).key == ResumeStore(Path("/x"), b).key
