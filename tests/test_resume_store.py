@@ -67,7 +67,29 @@ def test_a_damaged_state_starts_afresh(tmp_path, capsys):
     store.dir.mkdir(parents=True)
     store.state_file.write_bytes(b"not a state")
     assert store.restore({}, {}, epochs=3) is None
-    assert "cannot be used" in capsys.readouterr().out
+    assert f"train: the saved state in {store.state_file} cannot be used (UnpicklingError); starting afresh" in \
+        capsys.readouterr().out
+
+
+class Payload:
+    """Not a tensor or a builtin: a state holding it is refused by torch.load(weights_only=True)."""
+
+
+def test_a_state_holding_more_than_tensors_and_builtins_or_another_key_is_not_used(tmp_path, capsys):
+    net, _, _ = _objects()
+    store = ResumeStore(tmp_path, PARTS)
+    store.save(2, {"net": net}, {}, {})
+    state = torch.load(store.state_file, weights_only=True)
+    torch.save({**state, "extra": Payload()}, store.state_file)  # the right format and key, and a pickled object
+    assert store.restore({"net": net}, {}, epochs=3) is None
+    assert "cannot be used (UnpicklingError)" in capsys.readouterr().out
+    other = ResumeStore(tmp_path, {**PARTS, "data": "other"})
+    other.dir.mkdir(parents=True)
+    torch.save(state, other.state_file)  # a state of another run, copied into this run's folder
+    assert other.restore({"net": net}, {}, epochs=3) is None
+    assert "cannot be used (ValueError)" in capsys.readouterr().out
+    torch.save(state, store.state_file)  # and the same state where it belongs resumes
+    assert store.restore({"net": net}, {}, epochs=3).epoch == 2
 
 
 def test_the_key_changes_with_params_data_and_device(tmp_path):
