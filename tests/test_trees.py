@@ -195,7 +195,8 @@ def test_a_lightgbm_model_that_is_not_binary_is_refused():
     rng = np.random.default_rng(0)
     booster = lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1},
                         lgb.Dataset(rng.standard_normal((200, 3)), label=rng.standard_normal(200)), 2)
-    with pytest.raises(ValueError, match="expected a binary LightGBM model, found objective 'regression' with 1 trees per it"):
+    with pytest.raises(ValueError, match="expected a binary LightGBM model, found objective 'regression' "
+                                         "with 1 trees per iteration"):
         TreeEnsemble.from_booster(booster)
 
 
