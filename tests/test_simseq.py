@@ -561,13 +561,14 @@ def test_a_modality_no_movie_has_is_left_out_and_said(data, params, capsys):
         capsys.readouterr().out
 
 
-def test_standardisation_class_weights_and_weight_decay_reach_the_trained_network(data, params):
+def test_standardisation_class_weights_and_weight_decay_reach_the_trained_network(data, params, capsys):
     """The input standardisation is each feature column's mean and standard deviation (floored at 1e-3)
     over the training transitions the train windows own; the shipped logit's over those that have it;
     its flag left as is. The validation loss weighs the classes by ``simseq.class_weights``, and
     ``simseq.weight_decay`` reaches the optimiser."""
     common, own = tiny(params, "simseq", epochs=1, tree_iters=0, class_weights=[0.7, 4.0])
     trained = get_model("simseq").train(data, own, common, CPU, progress=False)
+    assert "reads the features alone" not in capsys.readouterr().out  # every movie has the shipped input
     net = trained.model
     tr = simseq._Set(data.movies("train"), data.owned("train"), trained.config, CPU)
     seen = torch.cat([x[m.bool()] for x, m in zip(tr.x, tr.mask)])
@@ -655,3 +656,28 @@ def test_a_step_follows_the_gradient_of_its_batchs_weighted_mean_loss(data, para
     assert len(steps[0]) == len(ref[0]) > 5
     for got, want in zip(steps[0], ref[0]):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_without_the_shipped_prediction_in_some_movies_simseq_reads_the_features_alone(data, params, capsys):
+    """Half the movies lack the shipped prediction: the run says which, the network's shipped columns
+    are zero everywhere (no movie read differently), and the trees are the features-only fits; with
+    every movie having it but ``simseq.use_shipped: false``, it is not read either."""
+    some = dataclasses.replace(data, _movies={})
+    lacking = []
+    for name in ("train", "test"):
+        for k, m in enumerate(data.movies(name)):
+            some._movies[m.imdb_id] = dataclasses.replace(m, baseline=None if k % 2 else m.baseline)
+            lacking += [m.imdb_id] if k % 2 else []
+    common, own = tiny(params, "simseq", epochs=1, tree_iters=3, bare_tree_fits=2)
+    trained = get_model("simseq").train(some, own, common, CPU, progress=False)
+    n = len(set(some.split["train"] + some.split["test"]))
+    assert f"train: no shipped prediction in {len(lacking)} of the {n} movies ({' '.join(sorted(lacking))}): " \
+           "simseq reads the features alone\n" in capsys.readouterr().out
+    cfg = trained.config
+    assert cfg["use_shipped"] is False and cfg["trees"]["shape"] == cfg["trees"]["bare_shape"]
+    assert cfg["trees"]["shape"][0] == 2 * 3  # two averaged fits of 3 trees, no fit with the shipped column
+    x = simseq._Set(data.movies("train"), None, cfg, CPU).x  # the movies that have it, read as the run read them
+    assert all(bool((m[:, -2:] == 0).all()) for m in x)
+    off = get_model("simseq").train(data, dataclasses.replace(own, use_shipped=False, tree_iters=0), common, CPU,
+                                    progress=False)
+    assert off.config["use_shipped"] is False
