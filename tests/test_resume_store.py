@@ -223,3 +223,10 @@ def test_the_key_does_not_depend_on_the_order_of_params_keys():
     a = resume.key_parts({"train": {"lr": 0.1, "epochs": 3}, "simseq": {"hidden": 8}}, "d" * 64, "c" * 64, "cpu")
     b = resume.key_parts({"simseq": {"hidden": 8}, "train": {"epochs": 3, "lr": 0.1}}, "d" * 64, "c" * 64, "cpu")
     assert a == b and ResumeStore(Path("/x"), a).key == ResumeStore(Path("/x"), b).key
+
+
+def test_clearing_a_run_that_saved_nothing_is_quiet(tmp_path):
+    """The stage clears the state once its outputs are written, also when no epoch had saved one."""
+    store = ResumeStore(tmp_path, PARTS)
+    store.clear()
+    assert not store.dir.exists()
