@@ -83,11 +83,14 @@ def test_a_state_holding_more_than_tensors_and_builtins_or_another_key_is_not_us
     torch.save({**state, "extra": Payload()}, store.state_file)  # the right format and key, and a pickled object
     assert store.restore({"net": net}, {}, epochs=3) is None
     assert "cannot be used (UnpicklingError)" in capsys.readouterr().out
+    fresh = "interrupted during epoch 1; no epoch had finished, so the next run starts afresh"
+    assert ResumeStore(tmp_path, PARTS).interrupted_message() == fresh  # what another process saw on disk
     other = ResumeStore(tmp_path, {**PARTS, "data": "other"})
     other.dir.mkdir(parents=True)
     torch.save(state, other.state_file)  # a state of another run, copied into this run's folder
     assert other.restore({"net": net}, {}, epochs=3) is None
     assert "cannot be used (ValueError)" in capsys.readouterr().out
+    assert ResumeStore(tmp_path, {**PARTS, "data": "other"}).interrupted_message() == fresh
     torch.save(state, store.state_file)  # and the same state where it belongs resumes
     assert store.restore({"net": net}, {}, epochs=3).epoch == 2
 
