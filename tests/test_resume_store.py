@@ -233,3 +233,25 @@ def test_clearing_a_run_that_saved_nothing_is_quiet(tmp_path):
     store = ResumeStore(tmp_path, PARTS)
     store.clear()
     assert not store.dir.exists()
+
+
+def test_a_fresh_start_names_what_differs_from_the_newest_saved_run(tmp_path, capsys):
+    """Of several other runs' states the line compares with the newest (a folder without a state does
+    not count); a state whose manifest is unreadable differs in every part."""
+    net, _, _ = _objects()
+    older = ResumeStore(tmp_path, {**PARTS, "data": "old"})
+    newer = ResumeStore(tmp_path, {**PARTS, "train params": "new"})
+    for k, store in enumerate((older, newer)):
+        store.save(1, {"net": net}, {}, {})
+        os.utime(store.state_file, (1_000_000 + k, 1_000_000 + k))
+    (tmp_path / "empty-run").mkdir()
+    here = ResumeStore(tmp_path, PARTS)
+    assert here.restore({"net": net}, {}, epochs=3) is None
+    assert f"the saved state in {newer.dir} is of another run (train params changed)" in capsys.readouterr().out
+    os.utime(older.state_file, (1_000_002, 1_000_002))  # now the other one is the newest
+    assert here.restore({"net": net}, {}, epochs=3) is None
+    assert f"the saved state in {older.dir} is of another run (data changed)" in capsys.readouterr().out
+    os.utime(newer.state_file, (1_000_003, 1_000_003))
+    (newer.dir / "manifest.json").write_text("{not json")
+    assert here.restore({"net": net}, {}, epochs=3) is None
+    assert f"in {newer.dir} is of another run ({', '.join(PARTS)} changed)" in capsys.readouterr().out
