@@ -581,6 +581,8 @@ def test_standardisation_class_weights_and_weight_decay_reach_the_trained_networ
     va = simseq._Set(data.movies("train"), data.owned("val"), trained.config, CPU)
     assert REAL_LOSS_AND_AP(net, va, (0.7, 4.0))[0] == pytest.approx(trained.val_loss[0], rel=1e-9)
     assert REAL_LOSS_AND_AP(net, va, (4.0, 4.0))[0] != pytest.approx(trained.val_loss[0], rel=1e-3)
+    te = simseq._Set(data.movies("test"), None, trained.config, CPU)  # the test loss: the final model's, weighted
+    assert trained.test_loss == pytest.approx(REAL_LOSS_AND_AP(net, te, (0.7, 4.0), own.sharpen)[0], rel=1e-9)
     decayed = get_model("simseq").train(data, dataclasses.replace(own, weight_decay=0.5), common, CPU, progress=False)
     assert decayed.val_loss[0] != pytest.approx(trained.val_loss[0], rel=1e-6)
 
