@@ -25,8 +25,8 @@ from sceneseg.config import load_params, parse_params
 from sceneseg.data.synthetic import SyntheticSpec
 from sceneseg.models.lgss.training import sharded_step, window_loss
 from sceneseg.models.registry import get_model
-from sceneseg.training.distributed import (Dist, choose_gpu, cpu_threads, jobs_from_env, launch, rendezvous,
-                                           sharded_backward)
+from sceneseg.training.distributed import (Dist, choose_gpu, cpu_threads, jobs_from_env, launch, nodes_from_env,
+                                           rendezvous, sharded_backward)
 from test_models import make_data, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,13 @@ def test_jobs_come_from_the_environment_and_are_checked():
     assert jobs_from_env({}) == 1
     assert jobs_from_env({"SCENESEG_JOBS": ""}) == 1
     assert jobs_from_env({"SCENESEG_JOBS": "4"}) == 4
+    assert jobs_from_env({"SCENESEG_JOBS": "1"}) == 1  # the lowest allowed value is allowed
+    assert nodes_from_env({"SCENESEG_NNODES": "1"}) == 1 and nodes_from_env({}) == 1
+    os_env = dict(os.environ)
+    os_env.pop("SCENESEG_JOBS", None)
+    with pytest.MonkeyPatch.context() as m:  # no argument: the process's own environment
+        m.setattr(os, "environ", {**os_env, "SCENESEG_JOBS": "3"})
+        assert jobs_from_env() == 3
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(ValueError, match=r"SCENESEG_JOBS: expected an integer >= 1, found"):
             jobs_from_env({"SCENESEG_JOBS": bad})
@@ -259,6 +266,26 @@ def test_multi_node_rendezvous_needs_the_master_address():
                                          "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
     assert (nodes, per_node, kw["rdzv_backend"], kw["rdzv_endpoint"], kw["rdzv_configs"]) == (
         2, 2, "static", "10.0.0.1:29500", {"rank": 1})
+
+
+def test_rendezvous_settings_for_one_machine_and_for_several():
+    """One machine: torchrun --standalone's settings (a c10d store on a free local port, a fresh run id);
+    several: the static rendezvous at node 0's address, this node's rank (0 by default, checked), an
+    integer number of processes per node, both MASTER_ADDR and MASTER_PORT required."""
+    nodes, per_node, kw = rendezvous(3, {})
+    assert (nodes, per_node, kw["rdzv_backend"], kw["rdzv_endpoint"]) == (1, 3, "c10d", "localhost:0")
+    assert len(kw["run_id"]) == 36 and kw["run_id"] != rendezvous(3, {})[2]["run_id"] and set(kw) == {
+        "rdzv_backend", "rdzv_endpoint", "run_id"}
+    env = {"SCENESEG_NNODES": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    nodes, per_node, kw = rendezvous(4, env)
+    assert (nodes, per_node, kw) == (2, 2, {"rdzv_backend": "static", "rdzv_endpoint": "10.0.0.1:29500",
+                                            "rdzv_configs": {"rank": 0}, "run_id": "sceneseg"})
+    assert type(per_node) is int
+    with pytest.raises(ValueError, match=r"^environment variable SCENESEG_NODE_RANK: expected 0\.\.1, found 2$"):
+        rendezvous(4, {**env, "SCENESEG_NODE_RANK": "2"})
+    for missing in ("MASTER_ADDR", "MASTER_PORT"):
+        with pytest.raises(ValueError, match="set MASTER_ADDR and MASTER_PORT"):
+            rendezvous(4, {k: v for k, v in env.items() if k != missing})
 
 
 @pytest.fixture(scope="module")
