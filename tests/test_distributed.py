@@ -281,6 +281,7 @@ def test_rendezvous_settings_for_one_machine_and_for_several():
     assert (nodes, per_node, kw) == (2, 2, {"rdzv_backend": "static", "rdzv_endpoint": "10.0.0.1:29500",
                                             "rdzv_configs": {"rank": 0}, "run_id": "sceneseg"})
     assert type(per_node) is int
+    assert rendezvous(4, {**env, "SCENESEG_NODE_RANK": "0"})[2]["rdzv_configs"] == {"rank": 0}  # 0 stated
     with pytest.raises(ValueError, match=r"^environment variable SCENESEG_NODE_RANK: expected 0\.\.1, found 2$"):
         rendezvous(4, {**env, "SCENESEG_NODE_RANK": "2"})
     for missing in ("MASTER_ADDR", "MASTER_PORT"):
