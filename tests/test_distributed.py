@@ -97,6 +97,26 @@ def test_gpu_claims_are_exclusive_between_processes(tmp_path):
     assert again.stdout.strip() == "True"  # the OS dropped the claim when the holder died
 
 
+def test_claim_gpu_locks_each_physical_gpu_once_then_picks_the_emptiest(tmp_path, monkeypatch):
+    """Three GPUs seen through fakes of torch.cuda: claims go to GPUs 0, 1, 2 in turn, each a lock file
+    named by the GPU's uuid (stable under CUDA_VISIBLE_DEVICES); once all are held, the one with the most
+    free memory; with one GPU, 0 without a lock."""
+    import types
+
+    from sceneseg.training import distributed
+
+    free = {0: 5, 1: 50, 2: 7}
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(distributed.torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid=f"GPU-{i}a"))
+    monkeypatch.setattr(distributed.torch.cuda, "mem_get_info", lambda i: (free[i], 100))
+    monkeypatch.setattr(distributed, "_claimed", [])
+    assert [distributed.claim_gpu(tmp_path / "locks") for _ in range(4)] == [0, 1, 2, 1]
+    assert sorted(f.name for f in (tmp_path / "locks").iterdir()) == ["GPU-0a.lock", "GPU-1a.lock", "GPU-2a.lock"]
+    assert len(distributed._claimed) == 3  # the held claims
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
+    assert distributed.claim_gpu(tmp_path / "other") == 0 and not (tmp_path / "other").exists()
+
+
 def test_shards_cover_a_batch_once_in_order():
     rows = np.arange(7)
     shards = [Dist(r, 3, CPU).shard(rows) for r in range(3)]
