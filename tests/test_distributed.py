@@ -113,6 +113,9 @@ def test_claim_gpu_locks_each_physical_gpu_once_then_picks_the_emptiest(tmp_path
     assert [distributed.claim_gpu(tmp_path / "locks") for _ in range(4)] == [0, 1, 2, 1]
     assert sorted(f.name for f in (tmp_path / "locks").iterdir()) == ["GPU-0a.lock", "GPU-1a.lock", "GPU-2a.lock"]
     assert len(distributed._claimed) == 3  # the held claims
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 2)  # two GPUs are claimed too,
+    monkeypatch.setattr(distributed.tempfile, "gettempdir", lambda: str(tmp_path))  # by default in the temp dir
+    assert distributed.claim_gpu() == 0 and (tmp_path / "sceneseg-gpus" / "GPU-0a.lock").is_file()
     monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
     assert distributed.claim_gpu(tmp_path / "other") == 0 and not (tmp_path / "other").exists()
 
