@@ -42,6 +42,16 @@ def data(tmp_path_factory, params):
 REAL_LOSS_AND_AP = simseq._loss_and_ap
 
 
+def changed_movies(data, change):
+    """A copy of ``data`` whose train (and validation) and test movies are ``change(k, movie)``, k their
+    index within their split."""
+    out = dataclasses.replace(data, _movies={})
+    for name in ("train", "test"):
+        for k, m in enumerate(data.movies(name)):
+            out._movies[m.imdb_id] = change(k, m)
+    return out
+
+
 def scripted_val_ap(monkeypatch, aps: list[float]) -> list[dict]:
     """Validation APs of the epochs set to ``aps`` (in order; later calls, after training, keep the
     real values); returns the network's weights at each of those validations."""
@@ -549,11 +559,8 @@ def test_training_builds_the_network_and_features_its_params_name(data, params):
 def test_a_modality_no_movie_has_is_left_out_and_said(data, params, capsys):
     """Movies without cast (as videos give): the network reads the other modalities, and the log says so
     with the key to change."""
-    bare = dataclasses.replace(data, _movies={})
-    for name in ("train", "test"):
-        for m in data.movies(name):
-            feats = {k: v for k, v in m.features.items() if k != "cast"}
-            bare._movies[m.imdb_id] = dataclasses.replace(m, features=feats)
+    bare = changed_movies(data, lambda k, m: dataclasses.replace(
+        m, features={name: v for name, v in m.features.items() if name != "cast"}))
     common, own = tiny(params, "simseq", epochs=1, tree_iters=0, modalities=["place", "cast", "action"])
     trained = get_model("simseq").train(bare, own, common, CPU, progress=False)
     assert list(trained.config["feature_dims"]) == ["place", "action"]
@@ -664,12 +671,8 @@ def test_without_the_shipped_prediction_in_some_movies_simseq_reads_the_features
     """Half the movies lack the shipped prediction: the run says which, the network's shipped columns
     are zero everywhere (no movie read differently), and the trees are the features-only fits; with
     every movie having it but ``simseq.use_shipped: false``, it is not read either."""
-    some = dataclasses.replace(data, _movies={})
-    lacking = []
-    for name in ("train", "test"):
-        for k, m in enumerate(data.movies(name)):
-            some._movies[m.imdb_id] = dataclasses.replace(m, baseline=None if k % 2 else m.baseline)
-            lacking += [m.imdb_id] if k % 2 else []
+    some = changed_movies(data, lambda k, m: dataclasses.replace(m, baseline=None if k % 2 else m.baseline))
+    lacking = [m.imdb_id for name in ("train", "test") for k, m in enumerate(data.movies(name)) if k % 2]
     common, own = tiny(params, "simseq", epochs=1, tree_iters=3, bare_tree_fits=2)
     trained = get_model("simseq").train(some, own, common, CPU, progress=False)
     n = len(set(some.split["train"] + some.split["test"]))
