@@ -9,6 +9,7 @@ and not rank and not stage"`.
 
 import copy
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -386,10 +387,25 @@ def _rank_hangs(dist):
     dist.sum(1.0)
 
 
-def test_a_failed_rank_stops_the_job_with_its_error():
+def _rank_bug(dist):
+    if dist.rank == 1:
+        {}["no such key"]  # a bug, not bad input: its traceback is printed
+    torch.distributed.barrier()
+
+
+def test_a_failed_rank_stops_the_job_with_its_error(capsys):
     with pytest.raises(ValueError, match=r"rank 1 failed: ValueError: movie tt0000001: broken on purpose; the "
                                          r"other ranks were stopped$"):
         launch(2, "cpu", _rank_raises, (), threads=1)
+    assert "Traceback" not in capsys.readouterr().err  # bad input: the one line says it all
+
+
+def test_a_rank_with_a_bug_stops_the_job_and_prints_its_traceback_once(capsys):
+    with pytest.raises(ValueError, match=r"rank 1 failed: KeyError: 'no such key'; the other ranks were stopped$"):
+        launch(2, "cpu", _rank_bug, (), threads=1)
+    err = capsys.readouterr().err  # the launcher's own stderr (the ranks write to the file descriptor)
+    assert err.count("Traceback (most recent call last)") == 1, err
+    assert "in _rank_bug" in err and err.rstrip().endswith("KeyError: 'no such key'"), err
 
 
 def test_a_killed_rank_stops_the_job_naming_it():
@@ -405,6 +421,101 @@ def test_a_hung_rank_times_out_instead_of_hanging(monkeypatch):
     with pytest.raises(ValueError, match=r"rank 0 failed: .*(?i:timed out|timeout)"):
         launch(2, "cpu", _rank_hangs, (), threads=1)
     assert time.perf_counter() - t0 < 120
+
+
+class FakeLauncher:
+    """Stands in for torch's elastic_launch: records the LaunchConfig and the ranks' arguments, then returns
+    ``results`` or raises ``error`` after writing ``records`` (rank -> error record) where the ranks would."""
+
+    def __init__(self, monkeypatch, results=None, error=None, records=None):
+        import torch.distributed.launcher.api as api
+
+        self.results, self.error, self.records, self.seen = results, error, records or {}, {}
+        monkeypatch.setattr(api, "elastic_launch", self)
+
+    def __call__(self, config, entry):
+        self.seen.update(config=config, entry=entry)
+
+        def run(*args):
+            self.seen["args"] = args
+            errors = Path(args[-1])
+            self.seen["errors_dir_existed"] = errors.is_dir()
+            for rank, rec in self.records.items():
+                (errors / f"rank{rank}.json").write_text(json.dumps(rec))
+            if self.error is not None:
+                raise self.error
+            return self.results
+        return run
+
+
+def test_launch_gives_the_launcher_its_settings_and_returns_rank_0s_result(monkeypatch):
+    from sceneseg.training import distributed
+
+    fake = FakeLauncher(monkeypatch, results={0: "rank 0's model", 1: None})
+    monkeypatch.setenv("SCENESEG_DIST_TIMEOUT_S", "7")
+    assert launch(2, "cpu", _rank_raises, ("x", 1), threads=3) == "rank 0's model"
+    c = fake.seen["config"]
+    assert (c.min_nodes, c.max_nodes, c.nproc_per_node, c.max_restarts, c.monitor_interval, c.start_method,
+            c.rdzv_backend, c.rdzv_endpoint) == (1, 1, 2, 0, 0.5, "spawn", "c10d", "localhost:0")
+    assert fake.seen["entry"] is distributed._rank_main
+    fn, args, device_type, threads, timeout_s, errors = fake.seen["args"]
+    assert (fn, args, device_type, threads, timeout_s) == (_rank_raises, ("x", 1), "cpu", 3, 7)
+    assert fake.seen["errors_dir_existed"] and not Path(errors).exists()  # a temporary folder, removed after
+
+
+def test_launch_on_a_machine_of_several(monkeypatch):
+    """SCENESEG_NNODES 2: node 0 (one process) returns its rank 0's result, node 1 says it is a worker."""
+    from sceneseg.training.distributed import WorkerNode
+
+    for k, v in {"SCENESEG_NNODES": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    fake = FakeLauncher(monkeypatch, results={0: "rank 0's model"})
+    assert launch(2, "cpu", _rank_raises, (), threads=1) == "rank 0's model"
+    c = fake.seen["config"]
+    assert (c.min_nodes, c.max_nodes, c.nproc_per_node, c.rdzv_backend, c.rdzv_endpoint, c.rdzv_configs["rank"],
+            c.run_id) == (2, 2, 1, "static", "10.0.0.1:29500", 0, "sceneseg")
+    monkeypatch.setenv("SCENESEG_NODE_RANK", "1")
+    FakeLauncher(monkeypatch, results={2: None, 3: None})
+    with pytest.raises(WorkerNode, match=r"^this machine ran ranks 2-3 of 4; the machine of rank 0 writes the outputs$"):
+        launch(4, "cpu", _rank_raises, (), threads=1)
+
+
+def test_launch_names_the_failed_rank_of_its_own_machine(monkeypatch, capsys):
+    """On node 1 of 2 (ranks 2 and 3): a rank that exited without a Python error is named among this
+    machine's ranks, not rank 0 of the other machine; a recorded OSError is bad input: no traceback."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    for k, v in {"SCENESEG_NNODES": "2", "SCENESEG_NODE_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    died = ChildFailedError("ranks", {3: ProcessFailure(local_rank=1, pid=1, exitcode=1, error_file="")})
+    FakeLauncher(monkeypatch, error=died)
+    with pytest.raises(ValueError, match=r"^train\.world_size 4: rank 3 failed \(died without a Python error: "):
+        launch(4, "cpu", _rank_raises, (), threads=1)
+    record = {"time": 1.0, "text": "OSError: disk full", "trace": "Traceback (most recent call last):\nOSError"}
+    FakeLauncher(monkeypatch, error=died, records={2: record})
+    with pytest.raises(ValueError, match=r"^train\.world_size 4: rank 2 failed: OSError: disk full; the other ranks "
+                                         r"were stopped$"):
+        launch(4, "cpu", _rank_raises, (), threads=1)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_launch_turns_a_signal_to_the_launcher_into_keyboard_interrupt(monkeypatch):
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    FakeLauncher(monkeypatch, error=SignalException("stop", signal.SIGTERM))
+    with pytest.raises(KeyboardInterrupt):
+        launch(2, "cpu", _rank_raises, (), threads=1)
+
+
+def test_launch_refuses_devices_it_cannot_spread_over(monkeypatch):
+    FakeLauncher(monkeypatch, results={0: None})
+    with pytest.raises(ValueError, match=r"^params key 'train\.world_size': data-parallel training runs on cpu or "
+                                         r"cuda, found device 'mps'$"):
+        launch(2, "mps", _rank_raises, ())
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"^params key 'train\.world_size': 2 processes on this machine need as many "
+                                         r"GPUs \(one each\), found 1$"):
+        launch(2, "cuda", _rank_raises, ())
 
 
 @pytest.mark.parametrize("model", ["simseq", "lgss"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -221,6 +223,55 @@ def test_config_round_trip(tmp_path):
 def test_config_errors_name_the_key(change, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig.from_dict({**small_config().to_dict(), **change})
+
+
+P, C, A = DIMS
+BAD_CONFIGS = [  # (keywords of ModelConfig, the whole message)
+    ({"feature_dims": {"place": 2.5, "cast": 16, "audio": 24}},
+     "model.feature_dims: expected str -> positive int, got 'place': 2.5"),
+    ({"feature_dims": {"place": 48, 3: 16, "audio": 24}}, "model.feature_dims: expected str -> positive int, got 3: 16"),
+    ({"feature_dims": {"place": 48, "cast": 0, "audio": 24}}, "model.feature_dims: expected str -> positive int, got 'cast': 0"),
+    ({"feature_dims": [48, 16]}, "model.feature_dims: expected a non-empty mapping modality -> dim, got [48, 16]"),
+    ({"fusion_weights": {"cast": 0.3, "place": 0.5, "audio": 0.2}},
+     f"model.fusion_weights: expected the keys {[P, C, A]} (in that order), got {[C, P, A]}"),
+    ({"fusion_weights": 0.5}, f"model.fusion_weights: expected the keys {[P, C, A]} (in that order), got 0.5"),
+    ({"fusion_weights": {"place": True, "cast": 0.3, "audio": 0.2}},
+     "model.fusion_weights.place: expected a finite number, got True"),
+    ({"fusion_weights": {"place": 0.5, "cast": "0.3", "audio": 0.2}},
+     "model.fusion_weights.cast: expected a finite number, got '0.3'"),
+    ({"shot_num": 0}, "model.shot_num: expected an even int >= 2, got 0"),
+    ({"shot_num": 4.0}, "model.shot_num: expected an even int >= 2, got 4.0"),
+    ({"lstm_hidden": 0}, "model.lstm_hidden: expected a positive int, got 0"),
+    ({"fc_hidden": 2.0}, "model.fc_hidden: expected a positive int, got 2.0"),
+    ({"input_scale": {"place": 1.0, "cast": 0.0, "audio": 1.0}},
+     "model.input_scale.cast: expected a finite positive number, got 0.0"),
+    ({"input_scale": {"place": 1.0, "cast": float("inf"), "audio": 1.0}},
+     "model.input_scale.cast: expected a finite positive number, got inf"),
+    ({"input_scale": {"place": True, "cast": 1.0, "audio": 1.0}},
+     "model.input_scale.place: expected a finite positive number, got True"),
+    ({"input_scale": {"place": 1.0, "cast": 1.0, "audio": "2"}},
+     "model.input_scale.audio: expected a finite positive number, got '2'"),
+    ({"input_scale": {"place": 1.0}}, f"model.input_scale: expected the keys {[P, C, A]} (in that order), got {{'place': 1.0}}"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_CONFIGS)
+def test_config_refusals_are_one_whole_sentence(change, message):
+    kw = {"feature_dims": dict(DIMS), "fusion_weights": dict(WEIGHTS), **change}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ModelConfig(**kw)
+
+
+def test_config_accepts_the_smallest_legal_sizes():
+    """A 1-dimensional modality, 2 shots, one channel and one unit everywhere: the smallest LGSS runs."""
+    dims, weights, scale = {"place": 1, "cast": 1}, {"place": 1, "cast": 0}, {"place": 2, "cast": 0.5}
+    cfg = ModelConfig(dims, weights, shot_num=2, sim_channel=1, lstm_hidden=1, fc_hidden=1, input_scale=scale)
+    dims["place"], weights["place"], scale["place"] = 9, 9.0, 9.0  # the config holds its own copies
+    assert cfg.feature_dims == {"place": 1, "cast": 1}
+    assert cfg.fusion_weights == {"place": 1.0, "cast": 0.0} and type(cfg.fusion_weights["place"]) is float
+    assert cfg.input_scale == {"place": 2.0, "cast": 0.5} and type(cfg.input_scale["place"]) is float
+    out = LGSS(cfg)({"place": torch.zeros(1, 3, 2, 1), "cast": torch.zeros(1, 3, 2, 1)})
+    assert out.shape == (1, 3, 2) and bool(torch.isfinite(out).all())
 
 
 def test_config_missing_key():

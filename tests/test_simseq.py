@@ -686,3 +686,70 @@ def test_without_the_shipped_prediction_in_some_movies_simseq_reads_the_features
     off = get_model("simseq").train(data, dataclasses.replace(own, use_shipped=False, tree_iters=0), common, CPU,
                                     progress=False)
     assert off.config["use_shipped"] is False
+
+
+NET_CFG = {"feature_dims": {"place": 4, "cast": 3}, "widths": [1, 2], "cross_widths": [2], "hidden": 8,
+           "dropout": 0.0, "dilations": [1, 3]}
+
+
+def reference_logits(net: SimSeqNet, x: torch.Tensor) -> torch.Tensor:
+    """SimSeqNet's forward (eval mode, whole rows) from its weights, written from its description: the
+    features standardised (the shipped logit zeroed where its flag is 0, the flag kept raw), a GELU unit,
+    a width-5 convolution added back through a GELU, the long context (a bidirectional GRU, or residual
+    dilated width-3 convolutions, or two LSTMs), a GELU head, plus a linear skip from the shipped pair."""
+    F = torch.nn.functional
+    w = net.state_dict()
+    z = (x - w["mean"]) / w["std"]
+    z[..., -2] = z[..., -2] * x[..., -1]
+    z[..., -1] = x[..., -1]
+    h = F.gelu(F.linear(z, w["inp.0.weight"], w["inp.0.bias"]))
+    h = h + F.gelu(F.conv1d(h.transpose(1, 2), w["local.weight"], w["local.bias"], padding=2)).transpose(1, 2)
+    if net.temporal == "gru":
+        gru = torch.nn.GRU(h.shape[-1], h.shape[-1], batch_first=True, bidirectional=True)
+        gru.load_state_dict({k[4:]: v for k, v in w.items() if k.startswith("gru.")})
+        c = gru(h)[0]
+    elif net.temporal == "lstm":
+        lstm = torch.nn.LSTM(h.shape[-1], h.shape[-1], batch_first=True, bidirectional=True)
+        lstm.load_state_dict({**{k[4:]: v for k, v in w.items() if k.startswith("fwd.")},
+                              **{f"{k[4:]}_reverse": v for k, v in w.items() if k.startswith("bwd.")}})
+        c = lstm(h)[0]
+    else:
+        c = h.transpose(1, 2)
+        for i, d in enumerate(NET_CFG["dilations"]):
+            c = c + F.gelu(F.conv1d(c, w[f"dilated.{i}.weight"], w[f"dilated.{i}.bias"], padding=d, dilation=d))
+        c = c.transpose(1, 2)
+    head = F.linear(F.gelu(F.linear(c, w["head.0.weight"], w["head.0.bias"])), w["head.3.weight"], w["head.3.bias"])
+    return (head + F.linear(z[..., -2:], w["skip.weight"], w["skip.bias"])).squeeze(-1)
+
+
+@pytest.mark.parametrize("temporal", ["gru", "lstm", "conv"])
+def test_the_network_computes_what_its_description_says(temporal):
+    torch.manual_seed(3)
+    net = SimSeqNet({**NET_CFG, "temporal": temporal}).eval()
+    with torch.no_grad():
+        net.mean.normal_()
+        net.std.uniform_(0.5, 2.0)
+        x = torch.randn(3, 11, n_features(NET_CFG))
+        x[0, :, -1], x[1, :, -1], x[2, :, -1] = 1.0, 0.0, 1.0  # the middle movie has no shipped prediction
+        got = net(x)
+        assert got.shape == (3, 11)
+        torch.testing.assert_close(got, reference_logits(net, x.clone()), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("temporal", ["gru", "conv"])
+def test_dropout_acts_after_the_input_unit_and_inside_the_head_in_training_only(temporal):
+    """simseq.dropout p zeroes about p of the input unit's outputs and of the head's hidden units while
+    training, none at evaluation."""
+    torch.manual_seed(4)
+    net = SimSeqNet({**NET_CFG, "temporal": temporal, "hidden": 32, "dropout": 0.5})
+    seen = {}
+    net.local.register_forward_pre_hook(lambda m, a: seen.__setitem__("input unit", a[0]))
+    net.head[-1].register_forward_pre_hook(lambda m, a: seen.__setitem__("head", a[0]))
+    x = torch.randn(4, 40, n_features(NET_CFG))
+    x[..., -1] = 1.0
+    for mode, low, high in (("train", 0.4, 0.6), ("eval", 0.0, 0.0)):
+        getattr(net, mode)()
+        with torch.no_grad():
+            net(x)
+        for where, t in seen.items():
+            assert low <= float((t == 0).float().mean()) <= high, (mode, where)
