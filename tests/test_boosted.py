@@ -67,18 +67,25 @@ def test_fit_boosted_fits_the_masked_transitions_and_chooses_its_threshold_on_va
     train = [labelled("tt1", 80, 1), labelled("tt2", 70, 2)]
     val = [labelled("tt3", 60, 3), labelled("tt4", 50, 4)]
     masks = {m.imdb_id: np.arange(m.n_shots - 1) % 3 != 0 for m in train}
-    spec = BoostedSpec(MODS, (1, 2), (2,), context=1, max_iter=20)
+    spec = BoostedSpec(MODS, (1, 2), (2,), context=1, max_iter=20, learning_rate=0.05)
     ref = fit_boosted(train, masks, val, None, spec)
     assert ref.with_shipped
-    # the same classifier fitted by hand on exactly the masked rows
+    # the same classifier fitted by hand on exactly the masked rows: spec.max_iter trees at spec.learning_rate,
+    # none held out for early stopping (the default stops early from 10,000 rows on)
     x = np.concatenate([features(m, spec, True)[masks[m.imdb_id]] for m in train])
     y = np.concatenate([m.boundary[masks[m.imdb_id]] for m in train])
-    hand = HistGradientBoostingClassifier(max_iter=20, learning_rate=0.1, early_stopping=False, random_state=0).fit(x, y)
+    hand = HistGradientBoostingClassifier(max_iter=20, learning_rate=0.05, early_stopping=False, random_state=0).fit(x, y)
+    assert ref.model.get_params()["early_stopping"] is False and ref.model.n_iter_ == 20
     for m in val:
         np.testing.assert_allclose(ref.predict([m])[m.imdb_id], hand.predict_proba(features(m, spec, True))[:, 1])
     yv = np.concatenate([m.boundary for m in val])
     pv = np.concatenate([hand.predict_proba(features(m, spec, True))[:, 1] for m in val])
     assert ref.threshold == choose_threshold(yv, pv, "f1")
+    # with validation masks, the threshold is chosen on the masked validation transitions only
+    vmasks = {m.imdb_id: np.arange(m.n_shots - 1) < 25 for m in val}
+    on_masked = choose_threshold(np.concatenate([m.boundary[:25] for m in val]),
+                                 np.concatenate([hand.predict_proba(features(m, spec, True))[:25, 1] for m in val]), "f1")
+    assert on_masked != ref.threshold and fit_boosted(train, masks, val, vmasks, spec).threshold == on_masked
     # it learns: the tiny movies' boundaries are plain in the features
     assert ref.predict(val)["tt3"][val[0].boundary].mean() > 0.5 > ref.predict(val)["tt3"][~val[0].boundary].mean()
     # without the shipped input on some movie, it is left out everywhere

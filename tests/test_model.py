@@ -279,6 +279,8 @@ def test_config_missing_key():
     del d["fusion_weights"]
     with pytest.raises(ValueError, match=r"missing required keys \['fusion_weights'\]"):
         ModelConfig.from_dict(d)
+    with pytest.raises(ValueError, match=r"^model config: expected a mapping, got list$"):
+        ModelConfig.from_dict([d])
 
 
 def test_boundary_stays_float32_under_autocast():

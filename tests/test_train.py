@@ -1,5 +1,7 @@
 """Training loop, batches by index, inference, threshold and checkpoints on tiny data."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from sceneseg.data.split import split_windows
 from sceneseg.data.windows import build_windows
 from sceneseg.models.checkpoint import load_checkpoint, save_checkpoint
 from sceneseg.models.lgss.inference import ShotBank, predict_owned, predict_windows
-from sceneseg.models.lgss.network import ModelConfig
+from sceneseg.models.lgss.network import LGSS, ModelConfig
 from sceneseg.models.lgss.training import validation_threshold
 from sceneseg.models.lgss.training import Recipe, fit
 from sceneseg.training.device import pick_device
@@ -127,6 +129,46 @@ def test_bank_errors():
     other = build_windows(["tt0"], [40], 5)
     with pytest.raises(ValueError, match="rerun featurize"):
         predict_windows(None, bank, other, 8)
+
+
+def test_bank_refusals_name_the_movie_and_say_what_differs():
+    movies, bank, w = setup()
+    with pytest.raises(ValueError, match=r"^expected at least one movie, found none$"):
+        ShotBank([], list(DIMS), torch.device("cpu"), 4)
+    no_cast = [Movie(m.imdb_id, {"place": m.features["place"]}, m.boundary, m.shot_end_frame) for m in movies]
+    with pytest.raises(ValueError, match=r"^movie tt2: expected a 'cast' feature array, found none$"):
+        ShotBank([movies[1], no_cast[2], no_cast[3]], list(DIMS), torch.device("cpu"), 4)  # the first one lacking it
+    wrong = ("windows index movies ['tt0', 'tt1', 'tt2']... (4) but the data holds ['tt0', 'tt1', 'tt2']... (4) "
+             "with other shot counts: rerun featurize")
+    fewer = build_windows([m.imdb_id for m in movies], [40, 3, 56, 25], 5)  # same movies, one count differs
+    with pytest.raises(ValueError, match=f"^{re.escape(wrong)}$"):
+        predict_windows(None, bank, fewer, 8)
+    gap = type(w)(w.movie_ids, w.n_shots, w.movie, w.start, w.own & ~((w.movie == 2)[:, None] & (w.start < 10)[:, None]))
+    missing = int((w.own & (w.movie == 2)[:, None] & (w.start < 10)[:, None]).sum())
+    with pytest.raises(ValueError, match=rf"^movie tt2: {missing} transitions got no prediction from the windows$"):
+        predict_windows(LGSS(cfg()), bank, gap, 8)
+
+
+def test_bank_holds_float32_features_and_int64_labels_whatever_it_is_given():
+    movies, _, _ = setup()
+    wide = [Movie(m.imdb_id, {k: v.astype(np.float64) for k, v in m.features.items()}, m.boundary.astype(np.int32),
+                  m.shot_end_frame) for m in movies]
+    bank = ShotBank(wide, list(DIMS), torch.device("cpu"), 4)
+    assert {f.dtype for f in bank.features.values()} == {torch.float32} and bank.labels.dtype == torch.int64
+    assert bank.n_shots.dtype == np.int64 and bank.shot_offset.tolist() == [0, 40, 43, 100]
+
+
+def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
+    import warnings
+
+    from sceneseg.models.lgss.inference import autocast_for
+
+    cpu = autocast_for(torch.device("cpu"))
+    assert (cpu.device, cpu._enabled) == ("cpu", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constructing a CUDA autocast without CUDA warns and disables it
+        cuda = autocast_for(torch.device("cuda", 0))
+    assert (cuda.device, cuda.fast_dtype) == ("cuda", torch.bfloat16)
 
 
 def test_pick_device():
