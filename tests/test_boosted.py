@@ -11,7 +11,7 @@ from conftest import tiny_movie
 from sceneseg.data.movies import Movie
 from sceneseg.data.simfeatures import cross_max, transition_features, unit_rows, window_cosines, with_context
 from sceneseg.evaluation.metrics import choose_threshold
-from sceneseg.models.references.boosted import BoostedSpec, features, fit_boosted
+from sceneseg.models.references.boosted import BoostedSpec, boosted_spec, features, fit_boosted
 
 MODS = ("place", "cast")
 
@@ -99,3 +99,13 @@ def test_fit_boosted_refuses_one_class():
     none = Movie(m.imdb_id, m.features, np.zeros(29, bool), m.shot_end_frame, m.baseline)
     with pytest.raises(ValueError, match="boosted reference: the training transitions need both classes, found 0"):
         fit_boosted([none], None, [none], None, BoostedSpec(MODS))
+
+
+def test_the_spec_comes_from_the_evaluate_params():
+    from types import SimpleNamespace
+
+    e = SimpleNamespace(boosted_widths=[1, 3], boosted_cross_widths=[2, 6], boosted_context=4, boosted_max_iter=7,
+                        boosted_lr=0.2)
+    assert boosted_spec(e, ["place", "cast"], use_shipped=False) == BoostedSpec(("place", "cast"), (1, 3), (2, 6), 4, 7,
+                                                                                0.2, False, 0)
+    assert boosted_spec(e, ["place"]).use_shipped is True

@@ -461,6 +461,12 @@ def test_launch_gives_the_launcher_its_settings_and_returns_rank_0s_result(monke
     fn, args, device_type, threads, timeout_s, errors = fake.seen["args"]
     assert (fn, args, device_type, threads, timeout_s) == (_rank_raises, ("x", 1), "cpu", 3, 7)
     assert fake.seen["errors_dir_existed"] and not Path(errors).exists()  # a temporary folder, removed after
+    monkeypatch.delenv("SCENESEG_DIST_TIMEOUT_S")
+    launch(2, "cpu", _rank_raises, ())
+    assert fake.seen["args"][3:5] == (None, 600)  # no thread limit; collectives wait 10 minutes by default
+    monkeypatch.setenv("SCENESEG_DIST_TIMEOUT_S", "1")  # the shortest allowed
+    launch(2, "cpu", _rank_raises, ())
+    assert fake.seen["args"][4] == 1
 
 
 def test_launch_on_a_machine_of_several(monkeypatch):
@@ -516,6 +522,8 @@ def test_launch_refuses_devices_it_cannot_spread_over(monkeypatch):
     with pytest.raises(ValueError, match=r"^params key 'train\.world_size': 2 processes on this machine need as many "
                                          r"GPUs \(one each\), found 1$"):
         launch(2, "cuda", _rank_raises, ())
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # one GPU per process is enough
+    assert launch(2, "cuda", _rank_raises, ()) is None
 
 
 @pytest.mark.parametrize("model", ["simseq", "lgss"])

@@ -374,3 +374,12 @@ def test_cuda_bf16_autocast_close_to_float32(no_tf32):
     assert torch.isfinite(grad).all()
     assert abs(grad.norm().item() / ref_grad.norm().item() - 1) < 0.1
     assert F.cosine_similarity(grad, ref_grad, dim=0).item() > 0.99
+
+
+def test_channel_max_chunks_stay_within_each_devices_element_budget():
+    """The fast branch scores rows against channels in chunks: 2^19 elements on a CPU (cache-sized),
+    2^26 on an accelerator, at least one row however many channels."""
+    rows = model_mod._chunk_rows
+    assert rows(torch.device("cpu"), 512) == 1024 and rows(torch.device("cpu"), 3) == (1 << 19) // 3
+    assert rows(torch.device("cuda", 0), 512) == 1 << 17 and rows(torch.device("mps"), 1 << 20) == 64
+    assert rows(torch.device("cpu"), 1 << 20) == 1 and rows(torch.device("cuda"), 1 << 27) == 1
