@@ -461,6 +461,10 @@ def test_launch_gives_the_launcher_its_settings_and_returns_rank_0s_result(monke
     fn, args, device_type, threads, timeout_s, errors = fake.seen["args"]
     assert (fn, args, device_type, threads, timeout_s) == (_rank_raises, ("x", 1), "cpu", 3, 7)
     assert fake.seen["errors_dir_existed"] and not Path(errors).exists()  # a temporary folder, removed after
+    assert Path(errors).name.startswith("sceneseg-ranks-")
+    import logging  # the agent logs every step and a failed rank's traceback several times: only the line above
+    assert logging.getLogger("torch.distributed.elastic").level == logging.CRITICAL
+    assert logging.getLogger().level != logging.CRITICAL
     monkeypatch.delenv("SCENESEG_DIST_TIMEOUT_S")
     launch(2, "cpu", _rank_raises, ())
     assert fake.seen["args"][3:5] == (None, 600)  # no thread limit; collectives wait 10 minutes by default

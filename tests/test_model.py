@@ -383,3 +383,26 @@ def test_channel_max_chunks_stay_within_each_devices_element_budget():
     assert rows(torch.device("cpu"), 512) == 1024 and rows(torch.device("cpu"), 3) == (1 << 19) // 3
     assert rows(torch.device("cuda", 0), 512) == 1 << 17 and rows(torch.device("mps"), 1 << 20) == 64
     assert rows(torch.device("cpu"), 1 << 20) == 1 and rows(torch.device("cuda"), 1 << 27) == 1
+
+
+@pytest.mark.parametrize("frozen", ["bias", "weight"])
+def test_the_relation_branch_trains_what_is_not_frozen(frozen):
+    """Features that need no gradient (as in training) and one of the relation convolution's tensors frozen:
+    the other still gets the literal form's gradient (the fast form picks its gradient path by what needs one)."""
+    cfg = small_config()
+    fast, direct = pair(cfg)
+    feats = random_feats(cfg, 2, 3)
+    grads = []
+    for model in (fast, direct):
+        for head in model.heads.values():
+            getattr(head.relation, frozen).requires_grad_(False)
+        model.zero_grad()
+        model(feats).square().sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if "relation" in n})
+    other = "weight" if frozen == "bias" else "bias"
+    for name, grad in grads[1].items():
+        if name.endswith(frozen):
+            assert grad is None and grads[0][name] is None, name
+        else:
+            assert name.endswith(other) and grad.abs().sum() > 0, name
+            torch.testing.assert_close(grads[0][name], grad, rtol=1e-6, atol=1e-9, msg=name)
