@@ -393,6 +393,18 @@ def _rank_bug(dist):
     torch.distributed.barrier()
 
 
+def _rank_speaks(dist):
+    print(f"rank {dist.rank} of {dist.world_size} speaks", flush=True)
+    torch.distributed.barrier()
+    return dist.rank
+
+
+def test_only_rank_0_prints_and_returns(capfd):
+    assert launch(2, "cpu", _rank_speaks, (), threads=1) == 0
+    out = capfd.readouterr().out
+    assert "rank 0 of 2 speaks" in out and "rank 1" not in out, out
+
+
 def test_a_failed_rank_stops_the_job_with_its_error(capsys):
     with pytest.raises(ValueError, match=r"rank 1 failed: ValueError: movie tt0000001: broken on purpose; the "
                                          r"other ranks were stopped$"):
