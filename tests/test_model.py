@@ -187,7 +187,8 @@ def test_input_errors_name_the_modality():
         model(bad)
     with pytest.raises(ValueError, match=r"'place'.*\[B, S, 4, 48\].*\[1, 2, 3, 48\]"):
         model(dict(feats, place=torch.zeros(1, 2, 3, 48)))
-    with pytest.raises(ValueError, match=r"'cast'.*batch/window"):
+    with pytest.raises(ValueError, match=r"^LGSS input 'cast': expected batch/window dims \[1, 2\] like the other "
+                                         r"modalities, found \[1, 3\]$"):
         model(dict(feats, cast=torch.zeros(1, 3, 4, 16)))
 
 
@@ -406,3 +407,13 @@ def test_the_relation_branch_trains_what_is_not_frozen(frozen):
         else:
             assert name.endswith(other) and grad.abs().sum() > 0, name
             torch.testing.assert_close(grads[0][name], grad, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_lgss_runs_the_fast_form_unless_asked_for_the_literal_one(monkeypatch):
+    """The fast form is the default (same outputs as the literal one, tested above; much less memory)."""
+    cfg = small_config()
+    feats = random_feats(cfg, 1, 2, dtype=torch.float32)
+    literal = LGSS(cfg, fast=False)(feats)
+    for name in ("relation_direct", "difference_direct"):
+        monkeypatch.setattr(model_mod, name, lambda *a: pytest.fail("the literal form ran"))
+    assert LGSS(cfg).fast is True and LGSS(cfg)(feats).shape == literal.shape
