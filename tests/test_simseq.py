@@ -753,3 +753,26 @@ def test_dropout_acts_after_the_input_unit_and_inside_the_head_in_training_only(
             net(x)
         for where, t in seen.items():
             assert low <= float((t == 0).float().mean()) <= high, (mode, where)
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, tx: torch.Tensor) -> torch.Tensor:
+        return torch.full((tx.shape[0],), self.value)
+
+
+def test_a_movie_is_read_by_the_trees_that_match_its_shipped_flag():
+    """The trees fitted with the shipped prediction read a movie whose flag (last column) is 1, the bare
+    ones a movie whose flag is 0, whatever its other columns hold."""
+    from sceneseg.models.simseq.network import SimSeqTrees
+
+    net = SimSeqTrees({**NET_CFG, "temporal": "gru", "trees": {"context": 1, "shape": [1, 1], "bare_shape": [1, 1]}})
+    net.trees, net.bare = _Const(7.0), _Const(-3.0)
+    x = torch.zeros(6, n_features(NET_CFG))
+    x[:, 1], x[:, -2], x[:, -1] = 0.2, 0.3, 1.0  # shipped; its logit and a feature below 0.5
+    assert net.tree_logits(x).tolist() == [7.0] * 6
+    x[:, 1], x[:, -2], x[:, -1] = 0.9, 0.9, 0.0  # no shipped input; other columns above 0.5
+    assert net.tree_logits(x).tolist() == [-3.0] * 6
