@@ -396,11 +396,12 @@ def _rank_bug(dist):
 def _rank_speaks(dist):
     print(f"rank {dist.rank} of {dist.world_size} speaks", flush=True)
     torch.distributed.barrier()
-    return dist.rank
+    return dist.rank, torch.get_num_threads()
 
 
 def test_only_rank_0_prints_and_returns(capfd):
-    assert launch(2, "cpu", _rank_speaks, (), threads=1) == 0
+    """... and each rank runs on the threads it is given."""
+    assert launch(2, "cpu", _rank_speaks, (), threads=3) == (0, 3)
     out = capfd.readouterr().out
     assert "rank 0 of 2 speaks" in out and "rank 1" not in out, out
 
