@@ -676,8 +676,10 @@ def test_without_the_shipped_prediction_in_some_movies_simseq_reads_the_features
     common, own = tiny(params, "simseq", epochs=1, tree_iters=3, bare_tree_fits=2)
     trained = get_model("simseq").train(some, own, common, CPU, progress=False)
     n = len(set(some.split["train"] + some.split["test"]))
+    out = capsys.readouterr().out
     assert f"train: no shipped prediction in {len(lacking)} of the {n} movies ({' '.join(sorted(lacking))}): " \
-           "simseq reads the features alone\n" in capsys.readouterr().out
+           "simseq reads the features alone\n" in out
+    assert "train: fitting 2 x 3 boosted trees on " in out  # no fit with the shipped column announced
     cfg = trained.config
     assert cfg["use_shipped"] is False and cfg["trees"]["shape"] == cfg["trees"]["bare_shape"]
     assert cfg["trees"]["shape"][0] == 2 * 3  # two averaged fits of 3 trees, no fit with the shipped column
