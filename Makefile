@@ -60,7 +60,8 @@ sweep: setup
 # cores the measured modules took ~25 + ~7 minutes run module by module, LGSS's training loop alone
 # over an hour on a loaded machine (bench/RESULTS_mutants.md); the whole list takes longer.
 # Prints killed / total per module (its dotted path under sceneseg); `.venv/bin/mutmut results`
-# lists the survivors, `mutmut show NAME` one.
+# lists the survivors, `mutmut show NAME` one. mutmut's forked runner has reported false kills here
+# (models/lgss/network.py): read a count as an upper bound, check with bench/mutants_forked.py (docs/testing.md).
 MUTANTS_BUDGET_S ?= 3600
 MUTANTS_CHILDREN ?= 2
 mutants: $(STAMP)

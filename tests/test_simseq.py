@@ -429,6 +429,7 @@ def test_a_failed_tree_fit_reaches_the_training_thread(data, params, monkeypatch
 
     monkeypatch.setattr(simseq.lgb, "train", broken)
     fit = simseq._TreeFit(cfg, tr, own, seed=0)
+    assert fit._thread.daemon  # an interrupted run (Ctrl-C) does not wait for the trees' thread
     with pytest.raises(MemoryError, match="no room for the histograms"):
         fit.result(SimSeqNet(cfg))
 
