@@ -10,6 +10,7 @@ and not rank and not stage"`.
 import copy
 import dataclasses
 import json
+import logging
 import os
 import signal
 import threading
@@ -475,7 +476,7 @@ def test_launch_gives_the_launcher_its_settings_and_returns_rank_0s_result(monke
     assert (fn, args, device_type, threads, timeout_s) == (_rank_raises, ("x", 1), "cpu", 3, 7)
     assert fake.seen["errors_dir_existed"] and not Path(errors).exists()  # a temporary folder, removed after
     assert Path(errors).name.startswith("sceneseg-ranks-")
-    import logging  # the agent logs every step and a failed rank's traceback several times: only the line above
+    # the agent logs every step and a failed rank's traceback several times: only its own logger is quieted
     assert logging.getLogger("torch.distributed.elastic").level == logging.CRITICAL
     assert logging.getLogger().level != logging.CRITICAL
     monkeypatch.delenv("SCENESEG_DIST_TIMEOUT_S")
